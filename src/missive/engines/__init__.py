@@ -1,0 +1,1 @@
+"""Engines turn a validated conversation into internal events. They never see HTTP."""

@@ -1,0 +1,1 @@
+"""Per-request policy: who is calling (auth); later rate limits, admission, usage and spend."""

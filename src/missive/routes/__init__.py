@@ -1,0 +1,1 @@
+"""Thin HTTP handlers. They parse and check the request, call the engine, and render."""

@@ -1,0 +1,71 @@
+"""`POST /v1/messages` and `POST /v1/messages/count_tokens`."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from missive.engines.base import Generation, Started
+from missive.engines.registry import Registry
+from missive.routes.context import CallContext, call_context, read_params
+from missive.routes.streaming import EventStream, collect
+from missive.wire import requests as rq
+from missive.wire import validate
+from missive.wire.errors import invalid
+from missive.wire.ids import new_id
+from missive.wire.messages import MessageBuilder
+
+log = logging.getLogger("missive.messages")
+
+
+def _generation(
+    registry: Registry, params: rq.MessageCreateParams | rq.CountTokensParams, context: CallContext
+) -> Generation:
+    validate.check_beta_fields(params, context.betas)
+    validate.check_breakpoints(params)
+    resolved = registry.resolve(params.model)
+    return Generation(resolved.card, params, validate.normalize(params), context.principal.workspace_id)
+
+
+async def create_message(request: Request) -> Response:
+    context = await call_context(request)
+    params = await read_params(request, rq.MessageCreateParams)
+    validate.check_version_rules(params, context.version)
+    validate.check_generation(params)
+    registry: Registry = request.app.state.registry
+    generation = _generation(registry, params, context)
+    card = generation.model
+    if params.max_tokens > card.max_output_tokens:
+        raise invalid(
+            f"max_tokens: {params.max_tokens} > {card.max_output_tokens}, which is the maximum allowed number "
+            f"of output tokens for {params.model}"
+        )
+
+    events = registry.resolve(params.model).engine.generate(generation)
+    first = await anext(events)  # errors up to here are plain HTTP errors
+    assert isinstance(first, Started)
+    builder = MessageBuilder(new_id("msg_"), params.model)
+    log.info(
+        "%s %s model=%s input_tokens=%d stream=%s",
+        request.state.request_id,
+        builder.message["id"],
+        params.model,
+        first.usage.input_tokens,
+        bool(params.stream),
+    )
+    if params.stream:
+        return EventStream(builder, first, events, request.app.state.settings.ping_interval)  # type: ignore[return-value]
+    if not await collect(builder, first, events, request.receive):
+        return Response(status_code=499)  # nobody is listening
+    return JSONResponse(builder.message)
+
+
+async def count_tokens(request: Request) -> Response:
+    context = await call_context(request)
+    params = await read_params(request, rq.CountTokensParams)
+    registry: Registry = request.app.state.registry
+    generation = _generation(registry, params, context)
+    engine = registry.resolve(params.model).engine
+    return JSONResponse({"input_tokens": await engine.count_tokens(generation)})

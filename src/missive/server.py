@@ -1,0 +1,136 @@
+"""create_app(settings): the routes, the middleware and the lifespan (store, engines)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import sqlalchemy as sa
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from missive.engines.base import Engine
+from missive.engines.local.engine import LocalEngine
+from missive.engines.registry import Registry
+from missive.routes import messages, models
+from missive.settings import Settings
+from missive.store import db as store_db
+from missive.store.keys import count_keys, create_key
+from missive.wire.errors import ApiError
+from missive.wire.ids import new_id
+
+log = logging.getLogger("missive.server")
+
+
+def error_response(error: ApiError, request_id: str | None) -> JSONResponse:
+    headers = {**error.headers, "x-should-retry": "true" if error.should_retry else "false"}
+    return JSONResponse(error.body(request_id), status_code=error.status, headers=headers)
+
+
+class RequestIdMiddleware:
+    """Gives every request a `req_…` id, sent back as `request-id` on every response, errors included.
+
+    An exception that escapes everything else becomes a 500 `api_error` here, so that even that
+    response has the Anthropic shape and the header.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = new_id("req_")
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", []), (b"request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("%s unhandled error", request_id)
+            if started:
+                raise
+            response = error_response(ApiError(500, "Internal server error"), request_id)
+            await response(scope, receive, send_with_id)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    if exc.status >= 500:
+        log.error("%s %s: %s", request.state.request_id, exc.error_type, exc.message)
+    return error_response(exc, request.state.request_id)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code in (404, 405):  # unknown path, or a method the path does not take
+        error = ApiError(404, f"Not found: {request.method} {request.url.path}")
+    else:
+        error = ApiError(exc.status_code, str(exc.detail))
+    return error_response(error, request.state.request_id)
+
+
+def ensure_first_key(settings: Settings, database: sa.Engine) -> None:
+    """On first start, create an API key and show it once; only its hash is stored."""
+    if count_keys(database) > 0:
+        return
+    key, secret = create_key(database, name="first key")
+    bar = "=" * 72
+    print(
+        f"\n{bar}\nMissive created its first API key ({key.id}). It is shown only this once:\n\n"
+        f"    {secret}\n\nexport ANTHROPIC_BASE_URL=http://{settings.host}:{settings.port}\n"
+        f"export ANTHROPIC_API_KEY={secret}\n{bar}\n",
+        flush=True,
+    )
+
+
+def create_app(settings: Settings, engines: list[Engine] | None = None) -> Starlette:
+    """The ASGI application. `engines` defaults to the embedded engine over `settings.models`."""
+    engines = engines if engines is not None else [LocalEngine(settings.models, settings.local)]
+    aliases = {alias: model.id for model in settings.models for alias in model.aliases}
+    registry = Registry(engines, aliases, settings.default_model, settings.claude_aliases)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        database = store_db.connect(settings.database_path)
+        ensure_first_key(settings, database)
+        app.state.db = database
+        for engine in engines:
+            await engine.start()
+        log.info("listening on http://%s:%d", settings.host, settings.port)
+        try:
+            yield
+        finally:
+            for engine in engines:
+                await engine.close()
+            database.dispose()
+
+    routes = [
+        Route("/v1/messages", messages.create_message, methods=["POST"]),
+        Route("/v1/messages/count_tokens", messages.count_tokens, methods=["POST"]),
+        Route("/v1/models", models.list_models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", models.get_model, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[Middleware(RequestIdMiddleware)],
+        exception_handlers={ApiError: _api_error, HTTPException: _http_error},
+    )
+    app.state.settings = settings
+    app.state.registry = registry
+    return app

@@ -1,0 +1,48 @@
+"""The `anthropic-beta` header: a comma-separated list of beta names (spec §2.1)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from missive.wire.errors import invalid
+
+# Every value the official SDKs enumerate (PY types/anthropic_beta_param.py), and those Claude Code
+# sends. GA'd betas are accepted and ignored, as the Claude API does.
+KNOWN_BETAS = frozenset(
+    """
+    computer-use-2024-10-22 computer-use-2025-01-24 computer-use-2025-11-24 output-128k-2025-02-19
+    mcp-client-2025-04-04 mcp-client-2025-11-20 mcp-client-2026-09-15 dev-full-thinking-2025-05-14
+    interleaved-thinking-2025-05-14 code-execution-2025-05-22 code-execution-2025-08-25 context-1m-2025-08-07
+    context-management-2025-06-27 model-context-window-exceeded-2025-08-26 fast-mode-2026-02-01
+    output-300k-2026-03-24 user-profiles-2026-03-24 user-profiles-2026-08-18 user-profiles-2026-09-04
+    advisor-tool-2026-03-01 managed-agents-2026-04-01 dreaming-2026-04-21 thinking-token-count-2026-05-13
+    server-side-fallback-2026-06-01 server-side-fallback-2026-07-01 fallback-credit-2026-06-01
+    fallback-credit-2026-07-01 agent-memory-2026-07-22 mid-conversation-tool-changes-2026-07-01
+    compact-2026-01-12 compact-2026-09-04 mcp-tunnels-2026-06-22 structured-outputs-2025-11-13
+    task-budgets-2026-03-13 thinking-display-updates-2026-08-18 mid-conversation-output-config-2026-07-01
+    thinking-binding-controls-2026-08-01 mid-conversation-system-clear-at-2026-08-21 inline-tools-2026-09-15
+    ce-plugins-2026-09-01 spend-limit-reads-2026-09-26 telemetry-destinations-2026-08-11 webhooks-2026-10-07
+    admin-user-sign-out-2026-10-08 message-threads-2026-08-12 analytics-usage-cost-2026-08-24
+    experimental-claude-tag-2026-10-21 message-batches-2024-09-24 prompt-caching-2024-07-31 pdfs-2024-09-25
+    token-counting-2024-11-01 token-efficient-tools-2025-02-19 files-api-2025-04-14
+    extended-cache-ttl-2025-04-11 skills-2025-10-02 cache-diagnosis-2026-04-07 ce-user-management-2026-07-13
+    ce-claude-code-managed-settings-2026-10-06 efs-2026-10-01 user-profiles-billing-2026-10-01
+    claude-code-20250219 oauth-2025-04-20 fine-grained-tool-streaming-2025-05-14 effort-2025-11-24
+    advanced-tool-use-2025-11-20 tool-search-tool-2025-10-19 tool-examples-2025-10-29 web-search-2025-03-05
+    web-fetch-2025-09-10 prompt-caching-scope-2026-01-05 redact-thinking-2026-02-12
+    """.split()
+)
+
+
+def parse_betas(header: str | None, extra_known: Iterable[str] = ()) -> set[str]:
+    if not header:
+        return set()
+    betas = {value.strip() for value in header.split(",") if value.strip()}
+    unknown = sorted(betas - KNOWN_BETAS - set(extra_known))
+    if unknown:
+        names = ", ".join(unknown)
+        raise invalid(
+            f"Unexpected value(s) `{names}` for the `anthropic-beta` header. Please consult our documentation "
+            "at platform.claude.com/docs or try again without the header."
+        )
+    return betas

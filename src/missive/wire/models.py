@@ -1,0 +1,49 @@
+"""`ModelInfo` and list pages in the Claude API's shape (spec §12)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from missive.engines.base import ModelCard
+
+
+def _supported(value: bool) -> dict[str, bool]:
+    return {"supported": value}
+
+
+def model_info(card: ModelCard) -> dict[str, Any]:
+    caps = card.capabilities
+    return {
+        "type": "model",
+        "id": card.id,
+        "display_name": card.display_name,
+        "created_at": card.created_at,
+        "max_input_tokens": card.context_window,
+        "max_tokens": card.max_output_tokens,
+        "capabilities": {
+            "batch": _supported(False),
+            "citations": _supported(False),
+            "code_execution": _supported(False),
+            "context_management": _supported(False),
+            "effort": {
+                "supported": False,
+                **{level: _supported(False) for level in ("low", "medium", "high", "max")},
+            },
+            "image_input": _supported(caps.image_input),
+            "pdf_input": _supported(caps.pdf_input),
+            "structured_outputs": _supported(caps.structured_outputs),
+            "thinking": {
+                "supported": caps.thinking,
+                "types": {"enabled": _supported(caps.thinking), "adaptive": _supported(caps.thinking)},
+            },
+        },
+    }
+
+
+def page(items: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    return {
+        "data": items,
+        "has_more": has_more,
+        "first_id": items[0]["id"] if items else None,
+        "last_id": items[-1]["id"] if items else None,
+    }

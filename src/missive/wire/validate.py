@@ -1,0 +1,108 @@
+"""Rules of the Messages API that a schema cannot express (spec §3.2, §3.7–§3.9, §7.1).
+
+`normalize` returns the conversation as the model should see it: consecutive turns of the same role
+merged into one, as the Claude API does. Every rule raises a 400 whose text follows the Claude API.
+"""
+
+from __future__ import annotations
+
+from missive.wire import requests as rq
+from missive.wire.errors import invalid
+
+# Fields of the request that exist only behind an `anthropic-beta` value.
+BETA_FIELDS = {
+    "context_management": ("context-management-2025-06-27", "compact-2026-01-12", "compact-2026-09-04"),
+    "mcp_servers": ("mcp-client-2025-04-04", "mcp-client-2025-11-20", "mcp-client-2026-09-15"),
+}
+SAMPLING_FIELDS = ("temperature", "top_p", "top_k")
+MAX_BREAKPOINTS = 4
+
+
+def check_beta_fields(params: rq.ConversationParams, betas: set[str]) -> None:
+    for field, enabling in BETA_FIELDS.items():
+        if getattr(params, field) is not None and not betas.intersection(enabling):
+            raise invalid(f"{field}: Extra inputs are not permitted")
+
+
+def check_version_rules(params: rq.MessageCreateParams, version: str) -> None:
+    """API version 2026-10-21 removed the sampling parameters from the request."""
+    if version >= "2026-10-21":
+        for field in SAMPLING_FIELDS:
+            if getattr(params, field) is not None:
+                raise invalid(f"{field}: Extra inputs are not permitted")
+
+
+def normalize(params: rq.ConversationParams) -> list[rq.MessageParam]:
+    """Check the turns and merge consecutive turns of the same role."""
+    if not params.messages:
+        raise invalid("messages: at least one message is required")
+    last = len(params.messages) - 1
+    for i, message in enumerate(params.messages):
+        if not message.content and not (i == last and message.role == "assistant"):
+            raise invalid(
+                f"messages.{i}: all messages must have non-empty content except for the optional final "
+                "assistant message"
+            )
+        for block in message.content:
+            if isinstance(block, rq.TextBlock) and not block.text:
+                raise invalid("messages: text content blocks must be non-empty")
+    if params.system:
+        for block in params.system:
+            if not block.text:
+                raise invalid("system: text content blocks must be non-empty")
+
+    merged: list[rq.MessageParam] = []
+    for message in params.messages:
+        if merged and merged[-1].role == message.role:
+            merged[-1] = rq.MessageParam(role=message.role, content=[*merged[-1].content, *message.content])
+        else:
+            merged.append(message.model_copy())
+    final = merged[-1]
+    if final.role == "assistant" and final.content:
+        tail = final.content[-1]
+        if isinstance(tail, rq.TextBlock) and tail.text != tail.text.rstrip():
+            raise invalid("final assistant content cannot end with trailing whitespace")
+    return merged
+
+
+def check_generation(params: rq.MessageCreateParams) -> None:
+    if params.stop_sequences is not None:
+        for stop in params.stop_sequences:
+            if not stop.strip():
+                raise invalid("stop_sequences: each stop sequence must contain non-whitespace")
+    thinking = params.thinking
+    if isinstance(thinking, rq.ThinkingEnabled):
+        if params.max_tokens <= thinking.budget_tokens:
+            raise invalid("`max_tokens` must be greater than `thinking.budget_tokens`.")
+    if isinstance(thinking, (rq.ThinkingEnabled, rq.ThinkingAdaptive)):
+        if params.temperature is not None and params.temperature != 1:
+            raise invalid("`temperature` may only be set to 1 when thinking is enabled")
+        if params.top_k is not None:
+            raise invalid("`top_k` may not be set when thinking is enabled")
+        if params.top_p is not None and params.top_p < 0.95:
+            raise invalid("`top_p` must be between 0.95 and 1 when thinking is enabled")
+        if isinstance(thinking, rq.ThinkingEnabled) and isinstance(
+            params.tool_choice, (rq.ToolChoiceAny, rq.ToolChoiceTool)
+        ):
+            raise invalid("Thinking may not be enabled when tool_choice forces tool use.")
+
+
+def count_breakpoints(params: rq.ConversationParams) -> int:
+    """Blocks marked with `cache_control`, the automatic top-level one included (spec §3.9)."""
+    count = 1 if params.cache_control is not None else 0
+    for tool in params.tools or []:
+        count += getattr(tool, "cache_control", None) is not None
+    for block in params.system or []:
+        count += block.cache_control is not None
+    for message in params.messages:
+        for block in message.content:
+            count += getattr(block, "cache_control", None) is not None
+            if isinstance(block, rq.ToolResultBlock) and isinstance(block.content, list):
+                count += sum(getattr(inner, "cache_control", None) is not None for inner in block.content)
+    return count
+
+
+def check_breakpoints(params: rq.ConversationParams) -> None:
+    found = count_breakpoints(params)
+    if found > MAX_BREAKPOINTS:
+        raise invalid(f"A maximum of {MAX_BREAKPOINTS} blocks with cache_control may be provided. Found {found}.")
