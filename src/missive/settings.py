@@ -51,7 +51,9 @@ class Settings(BaseSettings):
     port: int = 8787
     data_dir: Path = Field(default_factory=lambda: Path.home() / ".local" / "share" / "missive")
     log_level: str = "info"
-    models: list[ModelSettings] = Field(default_factory=lambda: [ModelSettings(id=DEFAULT_MODEL_ID)])
+    models: list[ModelSettings] = Field(
+        default_factory=lambda: [ModelSettings(id=DEFAULT_MODEL_ID, display_name="SmolLM2 135M Instruct")]
+    )
     default_model: str = DEFAULT_MODEL_ID
     claude_aliases: bool = Field(
         default=True, description="Resolve every claude-* model id to the default model (the response echoes it)"

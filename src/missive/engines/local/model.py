@@ -91,12 +91,12 @@ class LocalModel:
         env.globals["raise_exception"] = _raise_template_error
         self.template = env.from_string(template)
         log.info(
-            "model %s ready in %.2f s: context %d tokens, %s threads, n_ctx_train %d",
+            "model %s ready in %.2f s: context %d tokens (trained on %d), %s threads",
             config.id,
             time.monotonic() - started,
             config.context_window,
+            self.llm._model.n_ctx_train(),
             engine.threads or "all",
-            self.llm.n_ctx_train() if hasattr(self.llm, "n_ctx_train") else -1,
         )
 
     # --- prompt ---------------------------------------------------------------------------------
@@ -121,6 +121,7 @@ class LocalModel:
         rest = job.tokens[llm.n_tokens :]
         for start in range(0, len(rest), llm.n_batch):
             if job.cancelled.is_set():
+                log.info("generation cancelled during prefill")
                 return
             llm.eval(rest[start : start + llm.n_batch])
 
@@ -145,6 +146,7 @@ class LocalModel:
 
         while generated < job.max_tokens:
             if job.cancelled.is_set():
+                log.info("generation cancelled after %d tokens", generated)
                 return
             token = sampler.sample(llm._ctx, -1)
             generated += 1

@@ -1,0 +1,119 @@
+"""One real Missive server, with the real embedded model, shared by the whole test session.
+
+The server runs as a subprocess (`python -m missive serve`) on a free port, with a fresh data
+directory, so the tests also cover first start: the key it prints once is the key the tests use.
+Its log is kept in a file that tests can read (e.g. to see a generation being cancelled).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import anthropic
+import httpx
+import pytest
+
+# A second model entry over the same GGUF: small limits, an explicit alias. It makes the registry
+# real (two models, pagination) and makes the context-limit tests cheap.
+CONFIG = """
+default_model = "smollm2-135m-instruct"
+ping_interval = 0.5
+
+[[models]]
+id = "smollm2-135m-instruct"
+display_name = "SmolLM2 135M Instruct"
+context_window = 4096
+
+[[models]]
+id = "smollm2-small"
+context_window = 256
+max_output_tokens = 200
+aliases = ["tiny"]
+"""
+
+
+@dataclass
+class Server:
+    base_url: str
+    api_key: str
+    log_path: Path
+    data_dir: Path
+    config_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def wait_for_log(self, pattern: str, timeout: float = 15.0, after: int = 0) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = re.compile(pattern).search(self.log(), after)
+            if match:
+                return match
+            time.sleep(0.1)
+        raise AssertionError(f"{pattern!r} not in the server log within {timeout} s")
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "MISSIVE_DATA_DIR": str(self.data_dir), "MISSIVE_CONFIG": str(self.config_path)}
+        return subprocess.run(
+            [sys.executable, "-m", "missive", *args], env=env, capture_output=True, text=True, timeout=60
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("missive")
+    config_path = root / "missive.toml"
+    config_path.write_text(CONFIG)
+    data_dir = root / "data"
+    log_path = root / "server.log"
+    port = free_port()
+    env = {**os.environ, "MISSIVE_DATA_DIR": str(data_dir), "MISSIVE_CONFIG": str(config_path)}
+    with log_path.open("w") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-u", "-m", "missive", "serve", "--port", str(port)],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while "Application startup complete" not in log_path.read_text():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start:\n{log_path.read_text()}")
+            time.sleep(0.1)
+        key = re.search(r"^\s+(sk-missive-\S+)$", log_path.read_text(), re.M)
+        assert key, "the first start must print a key"
+        yield Server(base_url, key.group(1), log_path, data_dir, config_path)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="session")
+def client(server: Server) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=server.base_url, api_key=server.api_key, max_retries=0, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def http(server: Server) -> Iterator[httpx.Client]:
+    headers = {"x-api-key": server.api_key, "anthropic-version": "2023-06-01"}
+    with httpx.Client(base_url=server.base_url, headers=headers, timeout=60) as http_client:
+        yield http_client
