@@ -126,24 +126,12 @@ def test_disconnect_cancels_a_non_streaming_generation_too(server: Server) -> No
     assert match
 
 
-def test_pings_keep_a_quiet_stream_alive(server: Server) -> None:
-    """While a request waits behind another (one sequence at a time), its stream sends pings."""
-    headers = {"x-api-key": server.api_key, "anthropic-version": "2023-06-01"}
-    long = {"model": MODEL, "max_tokens": 300, "stream": True, "messages": STORY, "temperature": 1}
-    with httpx.Client(base_url=server.base_url, headers=headers, timeout=60) as first, httpx.Client(
-        base_url=server.base_url, headers=headers, timeout=60
-    ) as second:
-        with first.stream("POST", "/v1/messages", json=long) as busy:
-            lines = busy.iter_lines()
-            next(line for line in lines if "text_delta" in line)
-            started = time.monotonic()
-            with second.stream("POST", "/v1/messages", json={**long, "max_tokens": 2}) as waiting:
-                seen = []
-                for line in waiting.iter_lines():
-                    if line.startswith("event: "):
-                        seen.append(line)
-                    if line == "event: content_block_start" or time.monotonic() - started > 30:
-                        break
-                # the waiting stream opened at once and pinged (ping_interval is 0.5 s in the tests)
-                assert seen[0] == "event: message_start"
-                assert "event: ping" in seen[1:]
+def test_pings_keep_a_quiet_stream_alive(http: httpx.Client) -> None:
+    """While a long prompt is prefilled, the stream has already started and sends pings."""
+    long_prompt = "The quick brown fox jumps over the lazy dog. " * 100  # about 1,000 tokens
+    payload = {"model": MODEL, "max_tokens": 2, "stream": True, "messages": [{"role": "user", "content": long_prompt}]}
+    with http.stream("POST", "/v1/messages", json=payload) as response:
+        events = [name for name, _ in read_events(response)]
+    first_block = events.index("content_block_start")
+    assert events[0] == "message_start"
+    assert "ping" in events[1:first_block]  # ping_interval is 0.5 s in the tests

@@ -36,12 +36,25 @@ class ModelSettings(BaseModel):
         "a generation that reaches the end of the context stops with model_context_window_exceeded.",
     )
     aliases: list[str] = Field(default_factory=list, description="Other model ids that resolve to this model")
+    min_cache_tokens: int = Field(
+        default=1024, ge=1, description="Shortest prefix that cache_control caches; shorter ones are silently not"
+    )
 
 
 class LocalEngineSettings(BaseModel):
+    """The embedded llama.cpp engine. Each model gets `parallel` sequences of its own context window."""
+
     threads: int = Field(default=0, ge=0, description="CPU threads for llama.cpp; 0 = all cores")
-    batch_size: int = Field(default=512, ge=1, description="Prompt tokens evaluated per forward pass")
+    parallel: int = Field(default=4, ge=1, le=64, description="Sequences decoded together in each forward pass")
+    prefill_chunk: int = Field(
+        default=256, ge=16, description="Prompt tokens evaluated per step, so long prompts do not stall streams"
+    )
     flash_attention: bool = True
+    max_queue: int = Field(default=32, ge=0, description="Requests waiting for a sequence; beyond it, 529")
+    max_queue_wait: float = Field(default=60.0, gt=0, description="Seconds a request may wait; then 529")
+    prompt_cache_mib: int = Field(
+        default=1024, ge=0, description="Host memory for cache_control prefixes (KV state), evicted LRU"
+    )
 
 
 class Settings(BaseSettings):

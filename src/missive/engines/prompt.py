@@ -2,6 +2,10 @@
 
 Input the model cannot take is refused with a 400 that names the block, never silently dropped.
 Thinking blocks of earlier turns are left out, as the Claude API does for previous turns.
+
+Every block's text is followed by `MARK`, so that the engine can find where each block ends in the
+rendered prompt (prompt caching works at block boundaries); `ChatPrompt.marks` holds, for each mark
+in prompt order, the cache TTL of a breakpoint there, or None. The engine strips the marks.
 """
 
 from __future__ import annotations
@@ -27,10 +31,16 @@ class ChatTurn:
     content: str
 
 
+MARK = "\U000f8000"  # a private-use character, never part of a real prompt
+BILLING_HEADER = "x-anthropic-billing-header:"
+Ttl = str  # "5m" or "1h"
+
+
 @dataclass
 class ChatPrompt:
     turns: list[ChatTurn]
     prefill: str  # text of a final assistant turn, which the response continues
+    marks: list[Ttl | None]
 
 
 def check_input_support(params: rq.ConversationParams, card: ModelCard) -> None:
@@ -81,15 +91,34 @@ def block_text(block: rq.ContentBlock) -> str | None:
     return None  # thinking and redacted thinking of earlier turns
 
 
+def _ttl(block: object) -> Ttl | None:
+    cache_control = getattr(block, "cache_control", None)
+    return (cache_control.ttl or "5m") if cache_control is not None else None
+
+
+def _is_billing_stamp(block: rq.TextBlock) -> bool:
+    """Claude Code's per-request billing stamp (`cch=...`) would defeat prefix reuse; the model needs none of it."""
+    return block.text.startswith(BILLING_HEADER)
+
+
 def to_chat(generation: Generation) -> ChatPrompt:
     params = generation.params
+    marks: list[Ttl | None] = []
+
+    def joined(pieces: list[tuple[str, Ttl | None]]) -> str:
+        marks.extend(ttl for _, ttl in pieces)
+        return "\n\n".join(text.replace(MARK, "") + MARK for text, _ in pieces)
+
     turns: list[ChatTurn] = []
-    if params.system:
-        turns.append(ChatTurn("system", "\n\n".join(block.text for block in params.system)))
+    system = [(block.text, _ttl(block)) for block in params.system or [] if not _is_billing_stamp(block)]
+    if system:
+        turns.append(ChatTurn("system", joined(system)))
     for message in generation.messages:
-        texts = [text for text in map(block_text, message.content) if text is not None]
-        turns.append(ChatTurn(message.role, "\n\n".join(texts)))
+        pieces = [(text, _ttl(block)) for block in message.content if (text := block_text(block)) is not None]
+        turns.append(ChatTurn(message.role, joined(pieces)))
+    if params.cache_control is not None and marks:  # automatic caching: the last cacheable block
+        marks[-1] = marks[-1] or params.cache_control.ttl or "5m"
     prefill = ""
     if turns and turns[-1].role == "assistant":
         prefill = turns.pop().content
-    return ChatPrompt(turns, prefill)
+    return ChatPrompt(turns, prefill, marks)

@@ -87,22 +87,56 @@ def check_generation(params: rq.MessageCreateParams) -> None:
             raise invalid("Thinking may not be enabled when tool_choice forces tool use.")
 
 
-def count_breakpoints(params: rq.ConversationParams) -> int:
-    """Blocks marked with `cache_control`, the automatic top-level one included (spec §3.9)."""
-    count = 1 if params.cache_control is not None else 0
+def _explicit_breakpoints(params: rq.ConversationParams) -> list[tuple[object, rq.CacheControl]]:
+    """(block, cache_control) for every marked block, in prompt order: tools, system, messages."""
+    found: list[tuple[object, rq.CacheControl]] = []
+
+    def visit(block: object) -> None:
+        cache_control = getattr(block, "cache_control", None)
+        if cache_control is not None:
+            found.append((block, cache_control))
+
     for tool in params.tools or []:
-        count += getattr(tool, "cache_control", None) is not None
+        visit(tool)
     for block in params.system or []:
-        count += block.cache_control is not None
+        visit(block)
     for message in params.messages:
         for block in message.content:
-            count += getattr(block, "cache_control", None) is not None
+            visit(block)
             if isinstance(block, rq.ToolResultBlock) and isinstance(block.content, list):
-                count += sum(getattr(inner, "cache_control", None) is not None for inner in block.content)
-    return count
+                for inner in block.content:
+                    visit(inner)
+    return found
+
+
+def _last_cacheable_block(params: rq.ConversationParams) -> object | None:
+    for message in reversed(params.messages):
+        for block in reversed(message.content):
+            if not isinstance(block, (rq.ThinkingBlock, rq.RedactedThinkingBlock)):
+                return block
+    return None
 
 
 def check_breakpoints(params: rq.ConversationParams) -> None:
-    found = count_breakpoints(params)
+    """At most 4 breakpoints (the automatic one included); 1h before 5m; no TTL conflict (spec §8)."""
+    explicit = _explicit_breakpoints(params)
+    automatic = params.cache_control
+    found = len(explicit)
+    if automatic is not None:
+        last = _last_cacheable_block(params)
+        marked = next((cc for block, cc in explicit if block is last), None)
+        if marked is None:
+            found += 1
+        elif (marked.ttl or "5m") != (automatic.ttl or "5m"):
+            raise invalid(
+                "cache_control: the automatic breakpoint's ttl differs from the ttl of the explicit breakpoint on "
+                "the last block"
+            )
     if found > MAX_BREAKPOINTS:
         raise invalid(f"A maximum of {MAX_BREAKPOINTS} blocks with cache_control may be provided. Found {found}.")
+    seen_5m = False
+    for _, cache_control in explicit:
+        ttl = cache_control.ttl or "5m"
+        if ttl == "1h" and seen_5m:
+            raise invalid("cache_control: a breakpoint with ttl='1h' must not come after one with ttl='5m'")
+        seen_5m = seen_5m or ttl == "5m"

@@ -1,38 +1,40 @@
-"""The embedded engine: llama.cpp models in this process, each with one worker thread.
+"""The embedded engine: llama.cpp models in this process, each served by a continuous-batching scheduler.
 
-For now each model decodes one sequence at a time, in arrival order; the worker thread owns the
-llama.cpp context, so nothing else touches it. Requests hand their `Job` to the worker and read
-events back through an asyncio queue; closing the event iterator (a client that went away) sets the
-job's cancel flag, which the worker checks before each forward pass.
+A request is rendered and tokenized here, on the event loop (the tokenizer only reads the vocabulary),
+then handed to the model's scheduler thread as a `Job`; its events come back through an asyncio
+queue. Closing the event iterator (a client that went away) sets the job's cancel flag, and the
+scheduler frees its sequence at the next step.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import queue
-import threading
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 
 import anyio.to_thread
 
-from missive.engines.base import Capabilities, Event, Finished, Generation, ModelCard, Started, Usage
-from missive.engines.local.model import Job, LocalModel, Sampling
+from missive.engines.base import Capabilities, Event, Finished, Generation, ModelCard
+from missive.engines.local.model import LocalModel, Prompt
+from missive.engines.local.scheduler import Job, Sampling, Scheduler
 from missive.engines.prompt import check_input_support, to_chat
 from missive.settings import LocalEngineSettings, ModelSettings
 from missive.wire import requests as rq
 from missive.wire.errors import invalid
 
-log = logging.getLogger("missive.engine")
-
 
 class LocalEngine:
-    def __init__(self, models: list[ModelSettings], settings: LocalEngineSettings) -> None:
+    def __init__(
+        self,
+        models: list[ModelSettings],
+        settings: LocalEngineSettings,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._configs = models
         self._settings = settings
+        self._clock = clock
         self._models: dict[str, LocalModel] = {}
-        self._jobs: dict[str, queue.Queue[Job | None]] = {}
-        self._threads: list[threading.Thread] = []
+        self.schedulers: dict[str, Scheduler] = {}
 
     def models(self) -> list[ModelCard]:
         return [
@@ -49,43 +51,35 @@ class LocalEngine:
     async def start(self) -> None:
         for config in self._configs:
             model = await anyio.to_thread.run_sync(LocalModel, config, self._settings)
-            jobs: queue.Queue[Job | None] = queue.Queue()
-            thread = threading.Thread(target=_work, args=(model, jobs), name=f"engine-{config.id}", daemon=True)
-            thread.start()
-            self._models[config.id], self._jobs[config.id] = model, jobs
-            self._threads.append(thread)
+            scheduler = Scheduler(model, self._settings, self._clock)
+            scheduler.start()
+            self._models[config.id], self.schedulers[config.id] = model, scheduler
 
     async def close(self) -> None:
-        for jobs in self._jobs.values():
-            jobs.put(None)
-        for thread in self._threads:
-            await anyio.to_thread.run_sync(thread.join, 10)
+        for scheduler in self.schedulers.values():
+            await anyio.to_thread.run_sync(scheduler.stop)
+        for model in self._models.values():
+            model.close()
 
-    def _prompt_tokens(self, generation: Generation) -> list[int]:
+    def _prompt(self, generation: Generation, with_boundaries: bool) -> Prompt:
         check_input_support(generation.params, generation.model)
-        model = self._models[generation.model.id]
-        tokens = model.tokenize(model.render(to_chat(generation)))
+        chat = to_chat(generation)
+        prompt = self._models[generation.model.id].prompt(chat, with_boundaries and any(chat.marks))
         limit = generation.model.context_window
-        if len(tokens) > limit:
-            raise invalid(f"prompt is too long: {len(tokens)} tokens > {limit} maximum")
-        return tokens
+        if len(prompt.tokens) > limit:
+            raise invalid(f"prompt is too long: {len(prompt.tokens)} tokens > {limit} maximum")
+        return prompt
 
     async def count_tokens(self, generation: Generation) -> int:
-        return len(self._prompt_tokens(generation))
+        return len(self._prompt(generation, with_boundaries=False).tokens)
 
     async def generate(self, generation: Generation) -> AsyncIterator[Event]:
         params = generation.params
         assert isinstance(params, rq.MessageCreateParams)
-        tokens = self._prompt_tokens(generation)
-        yield Started(Usage(input_tokens=len(tokens)))
-        if params.max_tokens == 0:
-            yield Finished("max_tokens", Usage(input_tokens=len(tokens)))
-            return
-
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Event | BaseException] = asyncio.Queue()
         job = Job(
-            tokens=tokens,
+            prompt=self._prompt(generation, with_boundaries=True),
             max_tokens=params.max_tokens,
             sampling=Sampling(
                 temperature=1.0 if params.temperature is None else params.temperature,
@@ -93,9 +87,10 @@ class LocalEngine:
                 top_k=params.top_k or 0,
             ),
             stops=params.stop_sequences or [],
+            workspace=generation.workspace_id,
             emit=lambda event: loop.call_soon_threadsafe(events.put_nowait, event),
         )
-        self._jobs[generation.model.id].put(job)
+        self.schedulers[generation.model.id].submit(job)
         try:
             while True:
                 event = await events.get()
@@ -106,15 +101,3 @@ class LocalEngine:
                     return
         finally:
             job.cancelled.set()
-
-
-def _work(model: LocalModel, jobs: queue.Queue[Job | None]) -> None:
-    while (job := jobs.get()) is not None:
-        if job.cancelled.is_set():
-            continue
-        try:
-            model.run(job)
-        except Exception as exc:  # reported to the request that caused it; the worker lives on
-            log.exception("generation failed")
-            job.emit(exc)
-            model.llm.reset()

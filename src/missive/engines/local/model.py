@@ -1,29 +1,25 @@
-"""One GGUF model loaded with llama.cpp: its chat template, tokenizer and the decode loop.
+"""One GGUF model loaded with llama.cpp: weights, one context of `parallel` sequences, the chat template
+and the tokenizer.
 
-Everything here runs on the engine's worker thread, except `render` and `tokenize`, which only read
-the vocabulary. The decode loop uses llama-cpp-python's `Llama` object for the context, batch and
-sampler chain; it keeps the prompt of the previous generation resident and re-evaluates only what
-differs (prefix reuse).
+The context keeps one KV stream per sequence (not a unified buffer): each sequence attends over its
+own cells only, so a sequence's numbers do not depend on what else is in the batch, and greedy output
+under load equals the output of the same request alone.
 """
 
 from __future__ import annotations
 
-import codecs
+import ctypes
 import importlib.util
 import logging
-import secrets
-import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2.sandbox
 import llama_cpp
+from llama_cpp import _internals
 
-from missive.engines.base import BlockStart, BlockStop, Delta, Event, Finished, StopReason, Usage
-from missive.engines.local.stops import StopMatcher
-from missive.engines.prompt import ChatPrompt
+from missive.engines.prompt import MARK, ChatPrompt, Ttl
 from missive.settings import LocalEngineSettings, ModelSettings
 
 log = logging.getLogger("missive.engine")
@@ -48,144 +44,125 @@ def default_model_path() -> Path:
 
 
 @dataclass
-class Sampling:
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0  # 0 = off
-
-
-@dataclass
-class Job:
-    """One generation queued for the worker thread."""
+class Prompt:
+    """A rendered, tokenized prompt and the token positions where its blocks end."""
 
     tokens: list[int]
-    max_tokens: int
-    sampling: Sampling
-    stops: list[str]
-    emit: Callable[[Event | BaseException], None]
-    cancelled: threading.Event = field(default_factory=threading.Event)
+    boundaries: list[int]  # token position after each block, in prompt order
+    breakpoints: list[tuple[int, Ttl]]  # (position, ttl) of the blocks marked with cache_control
+
+
+_silence_llama_log = llama_cpp.llama_log_callback(lambda level, text, data: None)
 
 
 class LocalModel:
     def __init__(self, config: ModelSettings, engine: LocalEngineSettings) -> None:
         self.config = config
         self.path = Path(config.path) if config.path else default_model_path()
-        size_mb = self.path.stat().st_size / 1e6
-        log.info("loading model %s from %s (%.0f MB)", config.id, self.path.name, size_mb)
+        llama_cpp.llama_log_set(_silence_llama_log, ctypes.c_void_p(0))
+        log.info("loading model %s from %s (%.0f MB)", config.id, self.path.name, self.path.stat().st_size / 1e6)
         started = time.monotonic()
-        self.llm = llama_cpp.Llama(
-            model_path=str(self.path),
-            n_ctx=config.context_window,
-            n_batch=engine.batch_size,
-            n_threads=engine.threads or None,
-            n_threads_batch=engine.threads or None,
-            flash_attn=engine.flash_attention,
-            verbose=False,
+        params = llama_cpp.llama_model_default_params()
+        self.model = _internals.LlamaModel(path_model=str(self.path), params=params, verbose=False)
+        self.vocab = llama_cpp.llama_model_get_vocab(self.model.model)
+        self.parallel = engine.parallel
+        self.n_ctx_seq = config.context_window
+
+        cparams = llama_cpp.llama_context_default_params()
+        cparams.n_ctx = self.n_ctx_seq * self.parallel
+        cparams.n_seq_max = self.parallel
+        cparams.kv_unified = False
+        cparams.n_batch = max(engine.prefill_chunk, self.parallel)
+        cparams.n_ubatch = cparams.n_batch
+        threads = engine.threads or max(1, _cpu_count())
+        cparams.n_threads = cparams.n_threads_batch = threads
+        cparams.flash_attn_type = (
+            llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if engine.flash_attention else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         )
-        self.vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+        self.context = _internals.LlamaContext(model=self.model, params=cparams, verbose=False)
+        self.ctx = self.context.ctx
+        self.memory = llama_cpp.llama_get_memory(self.ctx)
+
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
-        self.bos_text = self.llm.detokenize([self.llm.token_bos()], special=True).decode(errors="ignore")
-        self.eos_text = self.llm.detokenize([self.llm.token_eos()], special=True).decode(errors="ignore")
-        template = self.llm.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
+        self.bos_text = self.piece(self.model.token_bos()).decode(errors="ignore")
+        self.eos_text = self.piece(self.model.token_eos()).decode(errors="ignore")
+        template = self.model.metadata().get("tokenizer.chat_template") or CHATML_TEMPLATE
         env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         env.globals["raise_exception"] = _raise_template_error
         self.template = env.from_string(template)
         log.info(
-            "model %s ready in %.2f s: context %d tokens (trained on %d), %s threads",
+            "model %s ready in %.2f s: %d sequences x %d tokens of context (trained on %d), %d threads",
             config.id,
             time.monotonic() - started,
-            config.context_window,
-            self.llm._model.n_ctx_train(),
-            engine.threads or "all",
+            self.parallel,
+            self.n_ctx_seq,
+            self.model.n_ctx_train(),
+            threads,
         )
 
     # --- prompt ---------------------------------------------------------------------------------
 
-    def render(self, prompt: ChatPrompt) -> str:
-        messages = [{"role": turn.role, "content": turn.content} for turn in prompt.turns]
-        text = self.template.render(
+    def prompt(self, chat: ChatPrompt, with_boundaries: bool) -> Prompt:
+        """Render and tokenize. Block boundaries are worked out only when asked (prompt caching)."""
+        messages = [{"role": turn.role, "content": turn.content} for turn in chat.turns]
+        marked = self.template.render(
             messages=messages, add_generation_prompt=True, bos_token=self.bos_text, eos_token=self.eos_text
-        )
-        return text + prompt.prefill
+        ) + chat.prefill
+        parts = marked.split(MARK)
+        text = "".join(parts)
+        tokens = self.tokenize(text)
+        if not with_boundaries:
+            return Prompt(tokens, [], [])
+        offsets, at = [], 0  # byte offset of each mark in the clean text
+        for part in parts[:-1]:
+            at += len(part.encode())
+            offsets.append(at)
+        boundaries = self._positions(tokens, offsets, skip=1 if self._adds_bos(text) else 0)
+        breakpoints = [(pos, ttl) for pos, ttl in zip(boundaries, chat.marks) if ttl is not None]
+        return Prompt(tokens, boundaries, breakpoints)
+
+    def _positions(self, tokens: list[int], offsets: list[int], skip: int) -> list[int]:
+        """For each byte offset of the text, the number of leading tokens that end at or before it.
+
+        `skip` leading tokens (a BOS the tokenizer added) are not part of the text.
+        """
+        ends, end = [], 0
+        for token in tokens[skip:]:
+            end += len(self.piece(token))
+            ends.append(end)
+        positions, index = [], 0
+        for offset in offsets:
+            while index < len(ends) and ends[index] <= offset:
+                index += 1
+            positions.append(index + skip)
+        return positions
+
+    def _adds_bos(self, text: str) -> bool:
+        return self.add_bos and not (self.bos_text and text.startswith(self.bos_text))
 
     def tokenize(self, text: str) -> list[int]:
-        add_bos = self.add_bos and not (self.bos_text and text.startswith(self.bos_text))
-        return self.llm.tokenize(text.encode(), add_bos=add_bos, special=True)
+        return self.model.tokenize(text.encode(), add_bos=self._adds_bos(text), special=True)
 
-    # --- decode loop (worker thread) ------------------------------------------------------------
+    def piece(self, token: int) -> bytes:
+        """The bytes of one token as it appears in the prompt (special tokens included)."""
+        return self.model.token_to_piece(token, special=True)
 
-    def run(self, job: Job) -> None:
-        llm = self.llm
-        n_ctx = llm.n_ctx()
-        self._reuse_prefix(job.tokens)
-        rest = job.tokens[llm.n_tokens :]
-        for start in range(0, len(rest), llm.n_batch):
-            if job.cancelled.is_set():
-                log.info("generation cancelled during prefill")
-                return
-            llm.eval(rest[start : start + llm.n_batch])
+    def output_piece(self, token: int) -> bytes:
+        """The bytes of one generated token as the client sees it (special tokens are not text)."""
+        return self.model.token_to_piece(token, special=False)
 
-        llm.set_seed(secrets.randbits(31))
-        sampler = llm._init_sampler(
-            temp=job.sampling.temperature, top_p=job.sampling.top_p, top_k=job.sampling.top_k, min_p=0.0
-        )
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        stops = StopMatcher(job.stops)
-        block_open = False
-        generated = 0
-        reason: StopReason = "max_tokens"
+    def is_end_of_generation(self, token: int) -> bool:
+        return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
 
-        def emit_text(text: str) -> None:
-            nonlocal block_open
-            if not text:
-                return
-            if not block_open:
-                job.emit(BlockStart("text"))
-                block_open = True
-            job.emit(Delta("text", text))
+    def close(self) -> None:
+        self.context.close()
+        self.model.close()
 
-        while generated < job.max_tokens:
-            if job.cancelled.is_set():
-                log.info("generation cancelled after %d tokens", generated)
-                return
-            token = sampler.sample(llm._ctx, -1)
-            generated += 1
-            if llama_cpp.llama_vocab_is_eog(self.vocab, token):
-                reason = "end_turn"
-                break
-            emit_text(stops.feed(decoder.decode(llm.detokenize([token]))))
-            if stops.matched is not None:
-                reason = "stop_sequence"
-                break
-            if llm.n_tokens >= n_ctx:
-                reason = "model_context_window_exceeded"
-                break
-            llm.eval([token])
-        if stops.matched is None:
-            emit_text(stops.feed(decoder.decode(b"", final=True)) + stops.flush())
-        if block_open:
-            job.emit(BlockStop())
-        usage = Usage(input_tokens=len(job.tokens), output_tokens=generated)
-        job.emit(Finished(reason, usage, stops.matched))
 
-    def _reuse_prefix(self, tokens: list[int]) -> None:
-        """Keep the longest resident prefix of `tokens` in the KV cache; drop the rest.
+def _cpu_count() -> int:
+    import os
 
-        At least one prompt token is always evaluated, for the logits of the first sample.
-        """
-        llm = self.llm
-        resident = llm.input_ids[: llm.n_tokens]
-        keep = 0
-        for have, want in zip(resident, tokens):
-            if have != want:
-                break
-            keep += 1
-        keep = min(keep, len(tokens) - 1)
-        if keep > 0 and llm._ctx.kv_cache_seq_rm(-1, keep, -1):
-            llm.n_tokens = keep
-        else:
-            llm.reset()
-            llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _raise_template_error(message: str) -> None:

@@ -1,0 +1,411 @@
+"""Continuous batching over one model: a worker thread that steps all running sequences together.
+
+Each step:
+  1. admits waiting jobs into free sequence slots (reusing the longest resident prefix of the same
+     workspace, or restoring a cached prefix), and reports their input usage (`Started`);
+  2. decodes one token for every sequence that is generating, in one forward pass;
+  3. prefills one chunk of one sequence that is still reading its prompt, in its own forward pass.
+     Chunks end at multiples of `prefill_chunk` (and at cache breakpoints), whatever else runs, so
+     a long prompt never stalls the streams for long and a request computes the same numbers alone
+     or under load.
+New requests join and finished ones leave between steps. A cancelled job leaves at the next step.
+"""
+
+from __future__ import annotations
+
+import codecs
+import collections
+import ctypes
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import llama_cpp
+from llama_cpp import _internals
+
+from missive import metrics
+from missive.engines.base import BlockStart, BlockStop, Delta, Event, Finished, Started, StopReason, Usage
+from missive.engines.local.model import LocalModel, Prompt
+from missive.engines.local.prompt_cache import Plan, PromptCache, lookup_positions, plan, prefix_keys
+from missive.engines.local.stops import StopMatcher
+from missive.engines.prompt import Ttl
+from missive.settings import LocalEngineSettings
+from missive.wire.errors import ApiError
+
+log = logging.getLogger("missive.engine")
+
+
+def overloaded() -> ApiError:
+    return ApiError(529, "Overloaded", headers={"retry-after": "2"})
+
+
+@dataclass
+class Sampling:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = off
+
+    def sampler(self) -> _internals.LlamaSampler:
+        chain = _internals.LlamaSampler()
+        if self.temperature == 0:
+            chain.add_greedy()
+            return chain
+        if self.top_k > 0:
+            chain.add_top_k(self.top_k)
+        if self.top_p < 1.0:
+            chain.add_top_p(self.top_p, 1)
+        chain.add_temp(self.temperature)
+        chain.add_dist(secrets.randbits(31))
+        return chain
+
+
+@dataclass
+class Job:
+    """One generation, handed from a request to the worker thread."""
+
+    prompt: Prompt
+    max_tokens: int
+    sampling: Sampling
+    stops: list[str]
+    workspace: str
+    emit: Callable[[Event | BaseException], None]
+    submitted: float = field(default_factory=time.monotonic)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class Slot:
+    """A sequence of the llama.cpp context, and what its KV cells hold now."""
+
+    seq_id: int
+    tokens: list[int] = field(default_factory=list)
+    workspace: str | None = None
+    last_used: float = 0.0
+    busy: bool = False
+
+
+@dataclass
+class Sequence:
+    job: Job
+    slot: Slot
+    plan: Plan
+    sampler: _internals.LlamaSampler
+    started: float
+    pending: int | None = None  # sampled, not yet in the KV cache
+    generated: int = 0
+    block_open: bool = False
+    first_token_at: float | None = None
+    decoder: codecs.IncrementalDecoder = field(
+        default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace")
+    )
+    stops: StopMatcher = field(default_factory=lambda: StopMatcher([]))
+
+    @property
+    def n_past(self) -> int:
+        return len(self.slot.tokens)
+
+    @property
+    def prefilling(self) -> bool:
+        return self.n_past < len(self.job.prompt.tokens)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        model: LocalModel,
+        settings: LocalEngineSettings,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.model = model
+        self.settings = settings
+        self.clock = clock
+        self.cache = PromptCache(settings.prompt_cache_mib * 1024 * 1024, clock)
+        self.slots = [Slot(seq_id) for seq_id in range(model.parallel)]
+        self.waiting: collections.deque[Job] = collections.deque()
+        self.running: list[Sequence] = []
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.stopping = False
+        self.batch = _internals.LlamaBatch(n_tokens=max(settings.prefill_chunk, model.parallel), embd=0, n_seq_max=1)
+        self.labels = {"model": model.config.id}
+        self.thread = threading.Thread(target=self._loop, name=f"engine-{model.config.id}", daemon=True)
+
+    # --- called from the event loop -----------------------------------------------------------------
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stopping = True
+        self.wake.set()
+        self.thread.join(timeout)
+
+    def submit(self, job: Job) -> None:
+        with self.lock:
+            free = sum(not slot.busy for slot in self.slots)
+            if len(self.waiting) >= self.settings.max_queue + free:
+                metrics.OVERLOADED.labels(**self.labels).inc()
+                raise overloaded()
+            self.waiting.append(job)
+            metrics.QUEUE_DEPTH.labels(**self.labels).set(len(self.waiting))
+        self.wake.set()
+
+    # --- worker thread ---------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self.stopping:
+            try:
+                self._admit()
+                if not self.running:
+                    self.wake.wait(0.5)
+                    self.wake.clear()
+                    self.cache.expire()
+                    continue
+                self._step()
+            except Exception as exc:  # a bug, not a request's fault: fail what runs, keep serving
+                log.exception("engine step failed")
+                for sequence in list(self.running):
+                    self._leave(sequence)
+                    sequence.job.emit(exc)
+                for slot in self.slots:
+                    self._clear(slot)
+
+    def _admit(self) -> None:
+        now = time.monotonic()
+        with self.lock:
+            while self.waiting:
+                job = self.waiting[0]
+                if job.cancelled.is_set():
+                    self.waiting.popleft()
+                elif now - job.submitted > self.settings.max_queue_wait:
+                    self.waiting.popleft()
+                    metrics.OVERLOADED.labels(**self.labels).inc()
+                    job.emit(overloaded())
+                elif any(not slot.busy for slot in self.slots):
+                    self.waiting.popleft()
+                    try:
+                        self._start(job)
+                    except Exception as exc:
+                        log.exception("could not start a generation")
+                        job.emit(exc)
+                else:
+                    break
+            metrics.QUEUE_DEPTH.labels(**self.labels).set(len(self.waiting))
+        metrics.ACTIVE_SEQUENCES.labels(**self.labels).set(len(self.running))
+
+    def _start(self, job: Job) -> None:
+        """Give a job a slot, reuse what the KV cache already holds, and report its input usage."""
+        started = self.clock()
+        tokens = job.prompt.tokens
+        slot, reused = self._choose_slot(tokens, job.workspace)
+        slot.busy, slot.workspace = True, job.workspace
+
+        breakpoints = job.prompt.breakpoints
+        hit = None
+        if breakpoints:
+            positions = lookup_positions(job.prompt.boundaries, breakpoints)
+            keys = prefix_keys(job.workspace, tokens, positions)
+            hit = self.cache.find(keys)
+        read = hit.length if hit is not None else 0
+        min_tokens = self.model.config.min_cache_tokens
+        usage_plan = plan(len(tokens), breakpoints, read, lambda p: p >= min_tokens and self.cache.fits(p))
+        if hit is not None:
+            ttl = next((t for p, t in breakpoints if p >= hit.length), None)
+            self.cache.touch(hit, ttl, started)
+            metrics.CACHE_READ_TOKENS.labels(**self.labels).inc(hit.length)
+            if hit.length > reused:
+                self._restore(slot, hit.state, tokens[: hit.length])
+                reused = hit.length
+        keep = min(reused, len(tokens) - 1)
+        if usage_plan.writes:  # each write is saved from a prefill that ends exactly at its position
+            keep = min([keep, *(p for p, _ in usage_plan.writes)])
+        self._truncate(slot, keep)
+        metrics.PREFIX_TOKENS_REUSED.labels(**self.labels).inc(keep)
+        metrics.CACHE_WRITE_TOKENS.labels(**self.labels).inc(usage_plan.write_1h + usage_plan.write_5m)
+
+        sequence = Sequence(job, slot, usage_plan, job.sampling.sampler(), started, stops=StopMatcher(job.stops))
+        for position, ttl in usage_plan.writes:
+            if position == keep:  # the slot already holds exactly this prefix
+                self._save(sequence, position, ttl)
+        self.running.append(sequence)
+        usage = Usage(
+            input_tokens=usage_plan.input,
+            cache_read_input_tokens=usage_plan.read,
+            cache_write_5m_tokens=usage_plan.write_5m,
+            cache_write_1h_tokens=usage_plan.write_1h,
+        )
+        job.emit(Started(usage))
+        log.debug(
+            "slot %d: %d prompt tokens, %d reused, plan %s", slot.seq_id, len(tokens), keep, usage_plan
+        )
+
+    def _choose_slot(self, tokens: list[int], workspace: str) -> tuple[Slot, int]:
+        """The free slot of this workspace holding the longest prefix of `tokens`, else the least recently used.
+
+        A slot last used by another workspace is wiped before use: reuse never crosses workspaces.
+        """
+        free = [slot for slot in self.slots if not slot.busy]
+        best, best_len = None, 0
+        for slot in free:
+            if slot.workspace != workspace:
+                continue
+            length = _common_prefix(slot.tokens, tokens)
+            if length > best_len:
+                best, best_len = slot, length
+        if best is not None:
+            return best, best_len
+        slot = min(free, key=lambda s: s.last_used)
+        self._clear(slot)
+        return slot, 0
+
+    def _truncate(self, slot: Slot, keep: int) -> None:
+        if keep < len(slot.tokens):
+            llama_cpp.llama_memory_seq_rm(self.model.memory, slot.seq_id, keep, -1)
+            del slot.tokens[keep:]
+
+    def _clear(self, slot: Slot) -> None:
+        llama_cpp.llama_memory_seq_rm(self.model.memory, slot.seq_id, -1, -1)
+        slot.tokens.clear()
+        slot.workspace = None
+
+    def _restore(self, slot: Slot, state: bytes, tokens: list[int]) -> None:
+        llama_cpp.llama_memory_seq_rm(self.model.memory, slot.seq_id, -1, -1)
+        buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+        if llama_cpp.llama_state_seq_set_data(self.model.ctx, buffer, len(state), slot.seq_id) == 0:
+            raise RuntimeError("could not restore a cached prefix")
+        slot.tokens[:] = tokens
+
+    def _save(self, sequence: Sequence, position: int, ttl: Ttl) -> None:
+        seq_id = sequence.slot.seq_id
+        size = llama_cpp.llama_state_seq_get_size(self.model.ctx, seq_id)
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(self.model.ctx, buffer, size, seq_id)
+        tokens = sequence.job.prompt.tokens
+        key = prefix_keys(sequence.job.workspace, tokens, [position])[position]
+        self.cache.put(key, position, bytes(buffer)[:written], ttl, sequence.started)
+        metrics.PROMPT_CACHE_BYTES.labels(**self.labels).set(self.cache.size)
+
+    # --- one step ------------------------------------------------------------------------------
+
+    def _step(self) -> None:
+        for sequence in [s for s in self.running if s.job.cancelled.is_set()]:
+            log.info("generation cancelled after %d tokens", sequence.generated)
+            self._leave(sequence)
+        decoding = [s for s in self.running if s.pending is not None]
+        if decoding:
+            self.batch.reset()
+            for index, sequence in enumerate(decoding):
+                self._add(sequence.pending, sequence.n_past, sequence.slot.seq_id, True)
+            self._decode()
+            for index, sequence in enumerate(decoding):
+                sequence.slot.tokens.append(sequence.pending)
+                sequence.pending = None
+                self._sample(sequence, index)
+        prefilling = next((s for s in self.running if s.prefilling and not s.job.cancelled.is_set()), None)
+        if prefilling is not None:
+            self._prefill_chunk(prefilling)
+
+    def _prefill_chunk(self, sequence: Sequence) -> None:
+        tokens = sequence.job.prompt.tokens
+        start = sequence.n_past
+        chunk = self.settings.prefill_chunk
+        end = min(len(tokens), (start // chunk + 1) * chunk)
+        end = min([end, *(p for p, _ in sequence.plan.writes if p > start)])
+        self.batch.reset()
+        for position in range(start, end):
+            self._add(tokens[position], position, sequence.slot.seq_id, position == len(tokens) - 1)
+        self._decode()
+        sequence.slot.tokens.extend(tokens[start:end])
+        for position, ttl in sequence.plan.writes:
+            if position == end:
+                self._save(sequence, position, ttl)
+        if end == len(tokens):
+            if sequence.job.max_tokens == 0:  # pre-warming the cache: prefill only
+                self._finish(sequence, "max_tokens")
+            else:
+                self._sample(sequence, end - start - 1)
+
+    def _add(self, token: int, position: int, seq_id: int, logits: bool) -> None:
+        batch = self.batch.batch
+        i = batch.n_tokens
+        batch.token[i] = token
+        batch.pos[i] = position
+        batch.n_seq_id[i] = 1
+        batch.seq_id[i][0] = seq_id
+        batch.logits[i] = logits
+        batch.n_tokens = i + 1
+
+    def _decode(self) -> None:
+        status = llama_cpp.llama_decode(self.model.ctx, self.batch.batch)
+        if status != 0:
+            raise RuntimeError(f"llama_decode failed with status {status}")
+
+    def _sample(self, sequence: Sequence, index: int) -> None:
+        """Sample the next token from row `index` of the last forward pass, and act on it."""
+        model, job = self.model, sequence.job
+        token = llama_cpp.llama_sampler_sample(sequence.sampler.sampler, model.ctx, index)
+        sequence.generated += 1
+        now = time.monotonic()
+        if sequence.first_token_at is None:
+            sequence.first_token_at = now
+            metrics.TIME_TO_FIRST_TOKEN.labels(**self.labels).observe(now - job.submitted)
+        if model.is_end_of_generation(token):
+            return self._finish(sequence, "end_turn")
+        self._emit_text(sequence, sequence.stops.feed(sequence.decoder.decode(model.output_piece(token))))
+        if sequence.stops.matched is not None:
+            return self._finish(sequence, "stop_sequence")
+        if sequence.generated >= job.max_tokens:
+            return self._finish(sequence, "max_tokens")
+        if sequence.n_past >= model.n_ctx_seq:
+            return self._finish(sequence, "model_context_window_exceeded")
+        sequence.pending = token
+
+    def _emit_text(self, sequence: Sequence, text: str) -> None:
+        if not text:
+            return
+        if not sequence.block_open:
+            sequence.job.emit(BlockStart("text"))
+            sequence.block_open = True
+        sequence.job.emit(Delta("text", text))
+
+    def _finish(self, sequence: Sequence, reason: StopReason) -> None:
+        if sequence.stops.matched is None:
+            self._emit_text(sequence, sequence.stops.feed(sequence.decoder.decode(b"", final=True)) + sequence.stops.flush())
+        if sequence.block_open:
+            sequence.job.emit(BlockStop())
+        p = sequence.plan
+        usage = Usage(
+            input_tokens=p.input,
+            output_tokens=sequence.generated,
+            cache_read_input_tokens=p.read,
+            cache_write_5m_tokens=p.write_5m,
+            cache_write_1h_tokens=p.write_1h,
+        )
+        self._leave(sequence)
+        sequence.job.emit(Finished(reason, usage, sequence.stops.matched))
+        if sequence.first_token_at is not None and sequence.generated > 1:
+            elapsed = time.monotonic() - sequence.first_token_at
+            if elapsed > 0:
+                metrics.DECODE_TOKENS_PER_SECOND.labels(**self.labels).observe((sequence.generated - 1) / elapsed)
+        metrics.OUTPUT_TOKENS.labels(**self.labels).inc(sequence.generated)
+
+    def _leave(self, sequence: Sequence) -> None:
+        """Free the sequence's slot at once; its KV stays resident for prefix reuse until the slot is taken."""
+        if sequence in self.running:
+            self.running.remove(sequence)
+        sequence.slot.busy = False
+        sequence.slot.last_used = time.monotonic()
+        sequence.sampler.close()
+        metrics.ACTIVE_SEQUENCES.labels(**self.labels).set(len(self.running))
+        metrics.KV_TOKENS.labels(**self.labels).set(sum(len(slot.tokens) for slot in self.slots))
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
