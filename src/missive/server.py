@@ -6,6 +6,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+import anyio
 import sqlalchemy as sa
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -18,7 +19,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from missive.engines.base import Engine
 from missive.engines.local.engine import LocalEngine
 from missive.engines.registry import Registry
-from missive.routes import messages, models
+from missive.gateway.policy import Policy
+from missive.routes import admin, messages, models
 from missive.settings import Settings
 from missive.store import db as store_db
 from missive.store.keys import count_keys, create_key
@@ -106,17 +108,23 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> Starl
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        database = store_db.connect(settings.database_path)
+        database = store_db.connect(settings.database)  # migrated to the current schema
         ensure_first_key(settings, database)
         app.state.db = database
+        app.state.policy = policy = Policy(settings, database)
+        await policy.start()
         for engine in engines:
             await engine.start()
         log.info("listening on http://%s:%d", settings.host, settings.port)
         try:
-            yield
+            async with anyio.create_task_group() as upkeep:
+                upkeep.start_soon(policy.ledger.run)  # heartbeat, checkpoints, recovery
+                yield
+                upkeep.cancel_scope.cancel()
         finally:
             for engine in engines:
                 await engine.close()
+            await policy.close()
             database.dispose()
 
     routes = [
@@ -124,6 +132,7 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> Starl
         Route("/v1/messages/count_tokens", messages.count_tokens, methods=["POST"]),
         Route("/v1/models", models.list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", models.get_model, methods=["GET"]),
+        *admin.routes(),
     ]
     app = Starlette(
         routes=routes,

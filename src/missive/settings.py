@@ -57,6 +57,86 @@ class LocalEngineSettings(BaseModel):
     )
 
 
+class RateLimits(BaseModel):
+    """Per-minute limits of one tier; 0 means no limit (and no headers for that dimension)."""
+
+    requests_per_minute: int = Field(default=0, ge=0)
+    input_tokens_per_minute: int = Field(default=0, ge=0, description="Input plus cache writes; cache reads are free")
+    output_tokens_per_minute: int = Field(default=0, ge=0)
+
+
+class TierSettings(RateLimits):
+    """A named rate-limit tier: default limits per model, overrides for some models, count_tokens' own RPM."""
+
+    count_tokens_requests_per_minute: int = Field(default=0, ge=0)
+    models: dict[str, RateLimits] = Field(default_factory=dict, description="Per-model overrides, by model id")
+
+
+def _default_tiers() -> dict[str, TierSettings]:
+    def tier(rpm: int, itpm: int, otpm: int) -> TierSettings:
+        return TierSettings(
+            requests_per_minute=rpm,
+            input_tokens_per_minute=itpm,
+            output_tokens_per_minute=otpm,
+            count_tokens_requests_per_minute=rpm,
+        )
+
+    return {  # the Claude API's standard tiers for Sonnet (spec §9); "default" is tier 4
+        "tier-1": tier(50, 30_000, 8_000),
+        "tier-2": tier(1_000, 450_000, 90_000),
+        "tier-3": tier(2_000, 800_000, 160_000),
+        "tier-4": tier(4_000, 2_000_000, 400_000),
+        "default": tier(4_000, 2_000_000, 400_000),
+        "unlimited": TierSettings(),
+    }
+
+
+class RateLimitSettings(BaseModel):
+    backend: str = Field(default="memory", pattern="^(memory|redis)$", description="memory: one process; redis: shared")
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = Field(default="missive:rl:", description="Key prefix for the buckets in Redis")
+    default_tier: str = "default"
+    tiers: dict[str, TierSettings] = Field(default_factory=_default_tiers)
+
+
+class ModelPrice(BaseModel):
+    """USD per million tokens. Cache prices default to the input price times the spec's multipliers."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_write_5m: float | None = Field(default=None, ge=0, description="Default: input x 1.25")
+    cache_write_1h: float | None = Field(default=None, ge=0, description="Default: input x 2")
+    cache_read: float | None = Field(default=None, ge=0, description="Default: input x 0.1")
+
+
+def _default_prices() -> dict[str, ModelPrice]:
+    table = {  # spec §15, for upstream use; a local model not listed here is free
+        "claude-fable-5": (10, 50), "claude-mythos-5": (10, 50), "claude-opus-5": (5, 25),
+        "claude-sonnet-5": (2, 10), "claude-opus-4-8": (5, 25), "claude-opus-4-7": (5, 25),
+        "claude-opus-4-6": (5, 25), "claude-opus-4-5": (5, 25), "claude-sonnet-4-6": (3, 15),
+        "claude-sonnet-4-5": (3, 15), "claude-sonnet-4": (3, 15), "claude-haiku-4-5": (1, 5),
+        "claude-opus-4-1": (15, 75), "claude-opus-4": (15, 75), "claude-3-5-haiku": (0.8, 4),
+    }  # fmt: skip
+    return {model: ModelPrice(input=price[0], output=price[1]) for model, price in table.items()}
+
+
+class PricingSettings(BaseModel):
+    models: dict[str, ModelPrice] = Field(
+        default_factory=_default_prices,
+        description="By model id; a dated id (claude-haiku-4-5-20251001) falls back to its longest listed prefix",
+    )
+    batch_discount: float = Field(default=0.5, ge=0, le=1, description="Fraction taken off batch requests")
+
+
+class LedgerSettings(BaseModel):
+    checkpoint_interval: float = Field(
+        default=2.0, gt=0, description="Seconds between saves of the progress of requests in flight"
+    )
+    dead_after: float = Field(
+        default=10.0, gt=0, description="A front end silent this long is dead: its requests in flight are settled"
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MISSIVE_", env_nested_delimiter="__", extra="forbid")
 
@@ -75,6 +155,14 @@ class Settings(BaseSettings):
     max_request_bytes: int = 32 * 1024 * 1024
     ping_interval: float = Field(default=10.0, gt=0, description="Seconds between keep-alive pings in a stream")
     extra_betas: list[str] = Field(default_factory=list, description="anthropic-beta values to accept beyond ours")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; empty for SQLite in data_dir. PostgreSQL: postgresql+psycopg://user@host/db",
+    )
+    organization_name: str = "Missive"
+    rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    pricing: PricingSettings = Field(default_factory=PricingSettings)
+    ledger: LedgerSettings = Field(default_factory=LedgerSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -91,6 +179,11 @@ class Settings(BaseSettings):
     @property
     def database_path(self) -> Path:
         return self.data_dir / "missive.db"
+
+    @property
+    def database(self) -> str:
+        """The database URL in effect: `database_url`, or SQLite in the data directory."""
+        return self.database_url or f"sqlite:///{self.database_path}"
 
 
 def load_settings(**overrides: Any) -> Settings:

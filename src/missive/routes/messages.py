@@ -9,11 +9,12 @@ from starlette.responses import JSONResponse, Response
 
 from missive.engines.base import Generation, Started
 from missive.engines.registry import Registry
+from missive.gateway.policy import Policy
 from missive.routes.context import CallContext, call_context, read_params
 from missive.routes.streaming import EventStream, collect
 from missive.wire import requests as rq
 from missive.wire import validate
-from missive.wire.errors import invalid
+from missive.wire.errors import ApiError, invalid
 from missive.wire.ids import new_id
 from missive.wire.messages import MessageBuilder
 
@@ -31,12 +32,22 @@ def _generation(
 
 async def create_message(request: Request) -> Response:
     context = await call_context(request)
+    policy: Policy = request.app.state.policy
+    try:
+        return await _create_message(request, context, policy)
+    except ApiError as error:  # rate-limit headers on every response, errors included
+        await policy.add_rate_headers(error, context.principal, getattr(request.state, "model", None))
+        raise
+
+
+async def _create_message(request: Request, context: CallContext, policy: Policy) -> Response:
     params = await read_params(request, rq.MessageCreateParams)
     validate.check_version_rules(params, context.version)
     validate.check_generation(params)
     registry: Registry = request.app.state.registry
     generation = _generation(registry, params, context)
     card = generation.model
+    request.state.model = card.id
     if params.max_tokens > card.max_output_tokens:
         raise invalid(
             f"max_tokens: {params.max_tokens} > {card.max_output_tokens}, which is the maximum allowed number "
@@ -46,6 +57,14 @@ async def create_message(request: Request) -> Response:
     events = registry.resolve(params.model).engine.generate(generation)
     first = await anext(events)  # errors up to here are plain HTTP errors
     assert isinstance(first, Started)
+    try:
+        admission = await policy.admit(
+            context.principal, card.id, params.model, first.usage, params.max_tokens, request.state.request_id
+        )
+    except BaseException:
+        await events.aclose()  # cancels the generation
+        raise
+    events = admission.track(events)
     builder = MessageBuilder(new_id("msg_"), params.model)
     log.info(
         "%s %s model=%s input_tokens=%d stream=%s",
@@ -56,16 +75,23 @@ async def create_message(request: Request) -> Response:
         bool(params.stream),
     )
     if params.stream:
-        return EventStream(builder, first, events, request.app.state.settings.ping_interval)  # type: ignore[return-value]
+        ping = request.app.state.settings.ping_interval
+        return EventStream(builder, first, events, ping, admission.headers)  # type: ignore[return-value]
     if not await collect(builder, first, events, request.receive):
         return Response(status_code=499)  # nobody is listening
-    return JSONResponse(builder.message)
+    return JSONResponse(builder.message, headers=admission.headers)
 
 
 async def count_tokens(request: Request) -> Response:
     context = await call_context(request)
-    params = await read_params(request, rq.CountTokensParams)
-    registry: Registry = request.app.state.registry
-    generation = _generation(registry, params, context)
-    engine = registry.resolve(params.model).engine
-    return JSONResponse({"input_tokens": await engine.count_tokens(generation)})
+    policy: Policy = request.app.state.policy
+    try:
+        headers = await policy.admit_count_tokens(context.principal)  # its own RPM
+        params = await read_params(request, rq.CountTokensParams)
+        registry: Registry = request.app.state.registry
+        generation = _generation(registry, params, context)
+        engine = registry.resolve(params.model).engine
+        return JSONResponse({"input_tokens": await engine.count_tokens(generation)}, headers=headers)
+    except ApiError as error:
+        await policy.count_tokens_headers(error, context.principal)
+        raise

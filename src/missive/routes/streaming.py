@@ -38,12 +38,20 @@ async def _close(events: AsyncIterator[Event]) -> None:
 class EventStream:
     """An ASGI response that streams a generation as Anthropic server-sent events."""
 
-    def __init__(self, builder: MessageBuilder, first: Event, events: AsyncIterator[Event], ping: float) -> None:
+    def __init__(
+        self,
+        builder: MessageBuilder,
+        first: Event,
+        events: AsyncIterator[Event],
+        ping: float,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.builder, self.first, self.events, self.ping = builder, first, events, ping
         self.headers = [
             (b"content-type", b"text/event-stream; charset=utf-8"),
             (b"cache-control", b"no-cache"),
             (b"x-accel-buffering", b"no"),
+            *((name.encode(), value.encode()) for name, value in (headers or {}).items()),
         ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -1,12 +1,40 @@
-"""The database: one SQLAlchemy engine and the tables."""
+"""The database: one SQLAlchemy engine and the tables, as the migrations leave them.
+
+SQLite in the data directory by default; PostgreSQL (through psycopg) by URL when several front ends
+share one store. The schema is owned by the Alembic migrations in `migrations/`; `connect` runs them.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 metadata = sa.MetaData()
+Money = sa.BigInteger  # amounts are integers of pico-USD (1e-12 USD): exact sums on every backend
+
+organization = sa.Table(
+    "organization",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(256), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+workspaces = sa.Table(
+    "workspaces",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(256), nullable=False),
+    sa.Column("display_color", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("archived_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("rate_limit_tier", sa.String(64), nullable=True),
+    sa.Column("monthly_spend_limit", Money, nullable=True),
+    sa.Column("credit_balance", Money, nullable=True),
+)
 
 api_keys = sa.Table(
     "api_keys",
@@ -18,14 +46,82 @@ api_keys = sa.Table(
     sa.Column("hint", sa.String(32), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("disabled_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("archived_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("created_by", sa.String(64), nullable=True),
+)
+
+admin_keys = sa.Table(
+    "admin_keys",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("name", sa.String(256), nullable=False),
+    sa.Column("workspace_id", sa.String(64), nullable=True),  # None: the whole organisation
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("hint", sa.String(40), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("disabled_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+usage_records = sa.Table(
+    "usage_records",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),  # the request id: one record per request
+    sa.Column("ts", sa.BigInteger, nullable=False),  # start, epoch seconds (bucketing)
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("instance_id", sa.String(40), nullable=False),
+    sa.Column("key_id", sa.String(40), nullable=False),
+    sa.Column("workspace_id", sa.String(64), nullable=False),
+    sa.Column("model", sa.String(256), nullable=False),
+    sa.Column("requested_model", sa.String(256), nullable=False),
+    sa.Column("service_tier", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("stop_reason", sa.String(40), nullable=True),
+    sa.Column("input_tokens", sa.BigInteger, nullable=False),
+    sa.Column("cache_write_5m_tokens", sa.BigInteger, nullable=False),
+    sa.Column("cache_write_1h_tokens", sa.BigInteger, nullable=False),
+    sa.Column("cache_read_tokens", sa.BigInteger, nullable=False),
+    sa.Column("output_tokens", sa.BigInteger, nullable=False),
+    sa.Column("cost_input", Money, nullable=False),
+    sa.Column("cost_cache_write", Money, nullable=False),
+    sa.Column("cost_cache_read", Money, nullable=False),
+    sa.Column("cost_output", Money, nullable=False),
+    sa.Column("cost", Money, nullable=False),
+    sa.Column("latency_ms", sa.Integer, nullable=True),
+    sa.Column("settled_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+instances = sa.Table(
+    "instances",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("heartbeat", sa.BigInteger, nullable=False),  # epoch milliseconds
 )
 
 
-def connect(path: Path) -> sa.Engine:
-    """Open (and create if needed) the SQLite database at `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(f"sqlite:///{path}")
-    with engine.connect() as conn:
-        conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-    metadata.create_all(engine)
+def connect(url: str | Path, *, migrate: bool = True, **engine_args: Any) -> sa.Engine:
+    """An engine for `url` (a SQLAlchemy URL, or a path to a SQLite file), migrated to the current schema."""
+    if isinstance(url, Path):
+        url = f"sqlite:///{url}"
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(parsed, connect_args={"timeout": 30}, **engine_args)
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        engine = sa.create_engine(parsed, pool_pre_ping=True, **engine_args)
+    if migrate:
+        from missive.store.migrate import upgrade
+
+        upgrade(engine)
     return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer
+    cursor.execute("PRAGMA synchronous=NORMAL")  # with WAL: survives a process crash, not a power cut
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()

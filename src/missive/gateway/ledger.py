@@ -1,0 +1,125 @@
+"""The usage ledger at work: open a record at admission, checkpoint it, settle it once, recover orphans.
+
+Durability: a record exists, `in_flight`, before the response's first byte. Its output so far is
+saved every `checkpoint_interval`. Each front end beats in the `instances` table; when one stops
+beating for `dead_after` (it crashed, or was killed), any front end settles its records still in
+flight as `interrupted`, with the tokens last saved, at the current prices. A record is one row keyed
+by its request id and settling is a conditional update, so nothing is ever counted twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import anyio
+import anyio.to_thread
+import sqlalchemy as sa
+
+from missive.gateway.pricing import Cost, Pricing, Tokens
+from missive.settings import LedgerSettings
+from missive.store import ledger as store
+from missive.store.times import now
+from missive.wire.ids import new_id
+
+log = logging.getLogger("missive.ledger")
+
+
+@dataclass
+class _Live:
+    record: store.Record
+    saved_output: int = 0
+
+
+def tokens_of(record: store.Record) -> Tokens:
+    return Tokens(
+        input=record.input_tokens,
+        cache_write_5m=record.cache_write_5m_tokens,
+        cache_write_1h=record.cache_write_1h_tokens,
+        cache_read=record.cache_read_tokens,
+        output=record.output_tokens,
+    )
+
+
+class Ledger:
+    def __init__(self, db: sa.Engine, settings: LedgerSettings, pricing: Pricing) -> None:
+        self.db = db
+        self.settings = settings
+        self.pricing = pricing
+        self.instance_id = new_id("inst_")
+        self._live: dict[str, _Live] = {}
+
+    async def open(self, record: store.Record) -> None:
+        record.instance_id = self.instance_id
+        await anyio.to_thread.run_sync(store.open_record, self.db, record, now())
+        self._live[record.id] = _Live(record)
+
+    def progress(self, record_id: str, output_tokens: int) -> None:
+        live = self._live.get(record_id)
+        if live is not None:
+            live.record.output_tokens = output_tokens
+
+    async def settle(
+        self, record: store.Record, status: str, stop_reason: str | None, latency_ms: int | None
+    ) -> Cost:
+        """Settle a record this front end opened; returns its cost."""
+        self._live.pop(record.id, None)
+        cost = self.pricing.cost(record.model, tokens_of(record), record.service_tier)
+        settlement = _settlement(record, status, cost, stop_reason, latency_ms)
+        await anyio.to_thread.run_sync(
+            store.settle, self.db, record.id, settlement, (store.IN_FLIGHT, "interrupted")
+        )
+        return cost
+
+    async def run(self) -> None:
+        """Beat, checkpoint and recover, for as long as the server runs."""
+        while True:
+            try:
+                await self.tick()
+            except Exception:  # a database hiccup must not stop accounting for good
+                log.exception("ledger upkeep failed; retrying")
+            await anyio.sleep(self.settings.checkpoint_interval)
+
+    async def tick(self) -> None:
+        await anyio.to_thread.run_sync(store.heartbeat, self.db, self.instance_id, _ms())
+        changed = {
+            record_id: live.record.output_tokens
+            for record_id, live in list(self._live.items())
+            if live.record.output_tokens != live.saved_output
+        }
+        if changed:
+            await anyio.to_thread.run_sync(store.checkpoint, self.db, changed)
+            for record_id, output_tokens in changed.items():
+                if record_id in self._live:
+                    self._live[record_id].saved_output = output_tokens
+        await self.recover()
+
+    async def recover(self) -> int:
+        """Settle the records of front ends that died in flight; returns how many."""
+        dead_after = int(self.settings.dead_after * 1000)
+        orphans = await anyio.to_thread.run_sync(store.orphans, self.db, _ms(), dead_after)
+        settled = 0
+        for record in orphans:
+            if record.instance_id == self.instance_id:
+                continue
+            cost = self.pricing.cost(record.model, tokens_of(record), record.service_tier)
+            settlement = _settlement(record, "interrupted", cost, None, None)
+            if await anyio.to_thread.run_sync(store.settle, self.db, record.id, settlement, (store.IN_FLIGHT,)):
+                settled += 1
+                log.warning("%s settled as interrupted (front end %s stopped)", record.id, record.instance_id)
+        return settled
+
+    async def close(self) -> None:
+        await anyio.to_thread.run_sync(store.remove_instance, self.db, self.instance_id)
+
+
+def _settlement(
+    record: store.Record, status: str, cost: Cost, stop_reason: str | None, latency_ms: int | None
+) -> store.Settlement:
+    tokens = {column: getattr(record, column) for column in store.TOKEN_COLUMNS}
+    return store.Settlement(status, tokens, cost.columns(), stop_reason, latency_ms)
+
+
+def _ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,152 @@
+"""The usage ledger as stored: one row per request, opened at admission and settled exactly once.
+
+A row is inserted `in_flight` before the first byte of the response, its output is checkpointed
+while it runs, and it is settled (tokens, cost, status) in one conditional update. Settling moves a
+row's cost and the workspace's prepaid balance by the same difference, in one transaction, so a
+row settled twice (by its front end, after a recovery that thought it dead) is never counted twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from missive.store.db import instances, usage_records, workspaces
+from missive.store.times import now
+
+IN_FLIGHT = "in_flight"
+TOKEN_COLUMNS = ("input_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens", "output_tokens")
+COST_COLUMNS = ("cost_input", "cost_cache_write", "cost_cache_read", "cost_output", "cost")
+
+
+@dataclass
+class Record:
+    id: str
+    ts: int
+    instance_id: str
+    key_id: str
+    workspace_id: str
+    model: str
+    requested_model: str
+    service_tier: str
+    input_tokens: int = 0
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    cache_read_tokens: int = 0
+    output_tokens: int = 0
+    status: str = IN_FLIGHT
+
+
+@dataclass(frozen=True)
+class Settlement:
+    status: str
+    tokens: dict[str, int]  # TOKEN_COLUMNS
+    costs: dict[str, int]  # COST_COLUMNS, pico-USD
+    stop_reason: str | None = None
+    latency_ms: int | None = None
+
+
+def open_record(db: sa.Engine, record: Record, created_at: datetime) -> None:
+    with db.begin() as conn:
+        conn.execute(
+            usage_records.insert().values(
+                **record.__dict__, created_at=created_at, **{column: 0 for column in COST_COLUMNS}
+            )
+        )
+
+
+def checkpoint(db: sa.Engine, progress: dict[str, int]) -> None:
+    """Save the output tokens so far of requests still in flight."""
+    if not progress:
+        return
+    with db.begin() as conn:
+        for record_id, output_tokens in progress.items():
+            conn.execute(
+                usage_records.update()
+                .where(usage_records.c.id == record_id, usage_records.c.status == IN_FLIGHT)
+                .values(output_tokens=output_tokens)
+            )
+
+
+def settle(db: sa.Engine, record_id: str, settlement: Settlement, from_statuses: tuple[str, ...]) -> bool:
+    """Settle a row that is in one of `from_statuses`; False if it was not (already settled)."""
+    while True:
+        with db.begin() as conn:
+            row = conn.execute(
+                sa.select(usage_records.c.status, usage_records.c.cost, usage_records.c.workspace_id).where(
+                    usage_records.c.id == record_id
+                )
+            ).first()
+            if row is None or row.status not in from_statuses:
+                return False
+            changed = conn.execute(
+                usage_records.update()
+                .where(
+                    usage_records.c.id == record_id,
+                    usage_records.c.status == row.status,
+                    usage_records.c.cost == row.cost,
+                )
+                .values(
+                    status=settlement.status,
+                    stop_reason=settlement.stop_reason,
+                    latency_ms=settlement.latency_ms,
+                    settled_at=now(),
+                    **settlement.tokens,
+                    **settlement.costs,
+                )
+            ).rowcount
+            if not changed:
+                continue  # settled concurrently: look again
+            difference = settlement.costs["cost"] - row.cost
+            if difference:
+                conn.execute(
+                    workspaces.update()
+                    .where(workspaces.c.id == row.workspace_id, workspaces.c.credit_balance.is_not(None))
+                    .values(credit_balance=workspaces.c.credit_balance - difference)
+                )
+            return True
+
+
+def orphans(db: sa.Engine, now_ms: int, dead_after_ms: int) -> list[Record]:
+    """Rows still in flight whose front end has stopped beating (or is gone)."""
+    alive = sa.select(instances.c.id).where(instances.c.heartbeat >= now_ms - dead_after_ms)
+    query = sa.select(usage_records).where(
+        usage_records.c.status == IN_FLIGHT, usage_records.c.instance_id.not_in(alive)
+    )
+    with db.connect() as conn:
+        rows = conn.execute(query).all()
+    fields = Record.__dataclass_fields__
+    return [Record(**{name: getattr(row, name) for name in fields}) for row in rows]
+
+
+def heartbeat(db: sa.Engine, instance_id: str, now_ms: int) -> None:
+    with db.begin() as conn:
+        updated = conn.execute(
+            instances.update().where(instances.c.id == instance_id).values(heartbeat=now_ms)
+        ).rowcount
+        if not updated:
+            conn.execute(instances.insert().values(id=instance_id, started_at=now(), heartbeat=now_ms))
+
+
+def remove_instance(db: sa.Engine, instance_id: str) -> None:
+    with db.begin() as conn:
+        conn.execute(instances.delete().where(instances.c.id == instance_id))
+
+
+def spend_since(db: sa.Engine, workspace_id: str, since_ts: int) -> int:
+    """pico-USD settled by a workspace's requests that started at or after `since_ts`."""
+    with db.connect() as conn:
+        total = conn.execute(
+            sa.select(sa.func.coalesce(sa.func.sum(usage_records.c.cost), 0)).where(
+                usage_records.c.workspace_id == workspace_id, usage_records.c.ts >= since_ts
+            )
+        ).scalar_one()
+    return int(total)
+
+
+def get_record(db: sa.Engine, record_id: str) -> dict[str, object] | None:
+    with db.connect() as conn:
+        row = conn.execute(sa.select(usage_records).where(usage_records.c.id == record_id)).first()
+    return dict(row._mapping) if row else None

@@ -1,0 +1,141 @@
+"""The usage and cost reports of the Admin API, built from ledger sums (spec §1.4).
+
+Both are lists of time buckets, `{starting_at, ending_at, results: [...]}`, empty buckets included,
+paginated with an opaque `page` / `next_page` and `has_more`. Group-by dimensions not asked for are null.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from missive.gateway.pricing import pico_to_cents
+from missive.wire.errors import invalid
+
+WIDTHS = {"1m": 60, "1h": 3600, "1d": 86400}
+LIMITS = {"1m": (60, 1440), "1h": (24, 168), "1d": (7, 31)}  # default, maximum buckets per page
+USAGE_GROUPS = ("api_key_id", "workspace_id", "model", "service_tier")
+COST_GROUPS = ("workspace_id", "description")
+_TOKEN_TYPES = (  # ledger cost column -> (token_type, words for the description)
+    ("cost_input", "uncached_input_tokens", "Input Tokens"),
+    ("cost_cache_write", "cache_creation_input_tokens", "Cache Write Tokens"),
+    ("cost_cache_read", "cache_read_input_tokens", "Cache Read Tokens"),
+    ("cost_output", "output_tokens", "Output Tokens"),
+)
+
+
+@dataclass(frozen=True)
+class Window:
+    start: int  # epoch seconds, on a bucket boundary
+    end: int  # exclusive; this page's end
+    width: int
+    has_more: bool
+    next_start: int | None
+
+    def buckets(self) -> list[tuple[int, int]]:
+        return [(at, at + self.width) for at in range(self.start, self.end, self.width)]
+
+
+def parse_time(value: str, name: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise invalid(f"{name}: Input should be a valid datetime (RFC 3339)") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def window(
+    starting_at: str | None, ending_at: str | None, width_name: str, limit: int | None, page: str | None
+) -> Window:
+    if starting_at is None:
+        raise invalid("starting_at: Field required")
+    if width_name not in WIDTHS:
+        raise invalid(f"bucket_width: Input should be {', '.join(repr(name) for name in WIDTHS)}")
+    width = WIDTHS[width_name]
+    default, maximum = LIMITS[width_name]
+    count = default if limit is None else limit
+    if not 1 <= count <= maximum:
+        raise invalid(f"limit: Input should be between 1 and {maximum} for bucket_width {width_name}")
+    start = int(parse_time(starting_at, "starting_at").timestamp()) // width * width
+    if page is not None:
+        start = _page_start(page)
+    end = int(parse_time(ending_at, "ending_at").timestamp()) if ending_at else None
+    page_end = start + count * width
+    if end is not None and end <= start and page is None:
+        raise invalid("ending_at: must be after starting_at")
+    has_more = end is not None and page_end < end
+    last = min(page_end, end) if end is not None else page_end
+    return Window(start, max(last, start), width, has_more, page_end if has_more else None)
+
+
+def next_page(win: Window) -> str | None:
+    if win.next_start is None:
+        return None
+    return "page_" + base64.urlsafe_b64encode(str(win.next_start).encode()).decode().rstrip("=")
+
+
+def _page_start(page: str) -> int:
+    try:
+        raw = page.removeprefix("page_")
+        return int(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode())
+    except ValueError:
+        raise invalid("page: invalid page token") from None
+
+
+def usage_report(win: Window, rows: list[dict[str, Any]], group_by: list[str]) -> dict[str, Any]:
+    by_bucket: dict[int, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_bucket.setdefault(row["bucket"], []).append(
+            {
+                "uncached_input_tokens": row["input_tokens"],
+                "cache_creation": {
+                    "ephemeral_1h_input_tokens": row["cache_write_1h_tokens"],
+                    "ephemeral_5m_input_tokens": row["cache_write_5m_tokens"],
+                },
+                "cache_read_input_tokens": row["cache_read_tokens"],
+                "output_tokens": row["output_tokens"],
+                "server_tool_use": {"web_search_requests": 0},
+                **{name: row.get(name) if name in group_by else None for name in USAGE_GROUPS},
+                "context_window": None,
+                "inference_geo": None,
+            }
+        )
+    return _page(win, by_bucket)
+
+
+def cost_report(win: Window, rows: list[dict[str, Any]], group_by: list[str]) -> dict[str, Any]:
+    by_bucket: dict[int, list[dict[str, Any]]] = {}
+    for row in rows:
+        common = {
+            "currency": "USD",
+            "workspace_id": row.get("workspace_id") if "workspace_id" in group_by else None,
+            "context_window": None,
+            "service_tier": None,
+        }
+        results = by_bucket.setdefault(row["bucket"], [])
+        if "description" not in group_by:
+            results.append({**common, "amount": pico_to_cents(row["cost"]), "description": None,
+                            "cost_type": None, "model": None, "token_type": None})  # fmt: skip
+            continue
+        for column, token_type, words in _TOKEN_TYPES:
+            if row[column]:
+                results.append({
+                    **common, "amount": pico_to_cents(row[column]), "description": f"{row['model']} Usage - {words}",
+                    "cost_type": "tokens", "model": row["model"], "token_type": token_type,
+                    "service_tier": row["service_tier"],
+                })  # fmt: skip
+    return _page(win, by_bucket)
+
+
+def _page(win: Window, by_bucket: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
+    data = [
+        {"starting_at": _iso(start), "ending_at": _iso(end), "results": by_bucket.get((start - win.start) // win.width, [])}
+        for start, end in win.buckets()
+    ]
+    return {"data": data, "has_more": win.has_more, "next_page": next_page(win)}
+
+
+def _iso(epoch: int) -> str:
+    return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=epoch)).strftime("%Y-%m-%dT%H:%M:%SZ")
