@@ -1,4 +1,4 @@
-"""The `missive` command: serve, keys, models."""
+"""The `missive` command: serve, keys, workspaces, models."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from missive import __version__
+from missive.cli_platform import keys, workspaces
 from missive.settings import Settings, load_settings
 
 
@@ -81,55 +82,6 @@ def serve(ctx: click.Context, host: str | None, port: int | None, data_dir: Path
     )
 
 
-@main.group()
-def keys() -> None:
-    """Create, list and disable API keys."""
-
-
-@keys.command("create")
-@click.option("--name", required=True, help="A name to recognise the key by.")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path))
-@click.pass_context
-def keys_create(ctx: click.Context, name: str, data_dir: Path | None) -> None:
-    """Create a key and print it. It is shown only this once; only its hash is stored."""
-    from missive.store.db import connect
-    from missive.store.keys import create_key
-
-    settings = _settings(ctx, data_dir=data_dir)
-    key, secret = create_key(connect(settings.database_path), name)
-    click.echo(f"created {key.id} ({key.name}); copy the key now, it is not shown again:", err=True)
-    click.echo(secret)
-
-
-@keys.command("list")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path))
-@click.pass_context
-def keys_list(ctx: click.Context, data_dir: Path | None) -> None:
-    """List keys (by hint; the secrets are not stored)."""
-    from missive.store.db import connect
-    from missive.store.keys import list_keys
-
-    settings = _settings(ctx, data_dir=data_dir)
-    for key in list_keys(connect(settings.database_path)):
-        state = "disabled" if key.disabled_at else "active"
-        click.echo(f"{key.id}  {key.hint:<28} {state:<9} {key.created_at:%Y-%m-%d %H:%M}  {key.name}")
-
-
-@keys.command("disable")
-@click.argument("key_id")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path))
-@click.pass_context
-def keys_disable(ctx: click.Context, key_id: str, data_dir: Path | None) -> None:
-    """Disable a key at once; requests with it get 401."""
-    from missive.store.db import connect
-    from missive.store.keys import disable_key
-
-    settings = _settings(ctx, data_dir=data_dir)
-    if not disable_key(connect(settings.database_path), key_id):
-        raise click.ClickException(f"no active key {key_id}")
-    click.echo(f"disabled {key_id}")
-
-
 @main.command("models")
 @click.pass_context
 def models_cmd(ctx: click.Context) -> None:
@@ -143,3 +95,7 @@ def models_cmd(ctx: click.Context) -> None:
             click.echo(f"  aliases: {', '.join(model.aliases)}")
     if settings.claude_aliases:
         click.echo(f"claude-* -> {settings.default_model}")
+
+
+main.add_command(keys)
+main.add_command(workspaces)

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -96,7 +96,20 @@ class RateLimitSettings(BaseModel):
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = Field(default="missive:rl:", description="Key prefix for the buckets in Redis")
     default_tier: str = "default"
-    tiers: dict[str, TierSettings] = Field(default_factory=_default_tiers)
+    tiers: dict[str, TierSettings] = Field(
+        default_factory=_default_tiers, description="Named tiers; those given are added to (or replace) the defaults"
+    )
+
+    @field_validator("tiers")
+    @classmethod
+    def _keep_default_tiers(cls, tiers: dict[str, TierSettings]) -> dict[str, TierSettings]:
+        return {**_default_tiers(), **tiers}
+
+    @model_validator(mode="after")
+    def _default_tier_exists(self) -> RateLimitSettings:
+        if self.default_tier not in self.tiers:
+            raise ValueError(f"rate_limits.default_tier {self.default_tier!r} is not a configured tier")
+        return self
 
 
 class ModelPrice(BaseModel):
@@ -123,8 +136,14 @@ def _default_prices() -> dict[str, ModelPrice]:
 class PricingSettings(BaseModel):
     models: dict[str, ModelPrice] = Field(
         default_factory=_default_prices,
-        description="By model id; a dated id (claude-haiku-4-5-20251001) falls back to its longest listed prefix",
+        description="By model id, added to the defaults; a dated id (claude-haiku-4-5-20251001) falls back to its "
+        "longest listed prefix; a model not listed is free",
     )
+
+    @field_validator("models")
+    @classmethod
+    def _keep_default_prices(cls, models: dict[str, ModelPrice]) -> dict[str, ModelPrice]:
+        return {**_default_prices(), **models}
     batch_discount: float = Field(default=0.5, ge=0, le=1, description="Fraction taken off batch requests")
 
 

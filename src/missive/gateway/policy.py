@@ -76,7 +76,7 @@ class Policy:
             key_id=principal.key_id,
             workspace_id=principal.workspace_id,
             model=model,
-            requested_model=requested_model,
+            requested_model=requested_model.replace("\x00", "\ufffd")[:256],  # stored as given, but storable
             service_tier=service_tier,
             input_tokens=usage.input_tokens,
             cache_write_5m_tokens=usage.cache_write_5m_tokens,

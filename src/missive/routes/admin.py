@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import anyio.to_thread
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -33,6 +33,13 @@ from missive.wire.requests import first_error_message
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("String should not contain NUL characters")
+        return value
 
 
 class WorkspaceCreate(_Body):
@@ -155,7 +162,8 @@ async def create_workspace(request: Request) -> JSONResponse:
 
 async def _find_workspace(request: Request, admin: AdminKey) -> workspace_store.Workspace:
     workspace_id = request.path_params["workspace_id"]
-    workspace = await _run(workspace_store.get_workspace, request.app.state.db, workspace_id)
+    workspace = None if "\x00" in workspace_id else await _run(workspace_store.get_workspace, request.app.state.db,
+                                                                 workspace_id)  # fmt: skip
     if workspace is None or not _visible(admin, workspace_id):
         raise not_found(f"workspace {workspace_id} not found")
     return workspace
@@ -228,7 +236,7 @@ async def create_key(request: Request) -> JSONResponse:
 
 async def _find_key(request: Request, admin: AdminKey) -> key_store.ApiKey:
     key_id = request.path_params["key_id"]
-    key = await _run(key_store.get_key, request.app.state.db, key_id)
+    key = None if "\x00" in key_id else await _run(key_store.get_key, request.app.state.db, key_id)
     if key is None or not _visible(admin, key.workspace_id):
         raise not_found(f"api key {key_id} not found")
     return key
@@ -250,7 +258,10 @@ async def update_key(request: Request) -> JSONResponse:
 
 
 def _list_param(request: Request, name: str) -> list[str]:
-    return [*request.query_params.getlist(f"{name}[]"), *request.query_params.getlist(name)]
+    values = [*request.query_params.getlist(f"{name}[]"), *request.query_params.getlist(name)]
+    if any("\x00" in value for value in values):
+        raise invalid(f"{name}: String should not contain NUL characters")
+    return values
 
 
 def _limit(request: Request) -> int | None:
@@ -273,7 +284,8 @@ def _report_window(request: Request, default_width: str) -> reports.Window:
     )
 
 
-def _filters(request: Request, admin: AdminKey) -> dict[str, list[str]]:
+def _filters(request: Request, admin: AdminKey) -> dict[str, list[str]] | None:
+    """The report filters; None when the caller asked only for what it may not see."""
     filters = {
         "api_key_id": _list_param(request, "api_key_ids"),
         "workspace_id": _list_param(request, "workspace_ids"),
@@ -282,8 +294,17 @@ def _filters(request: Request, admin: AdminKey) -> dict[str, list[str]]:
     }
     if admin.workspace_id is not None:  # a workspace's admin sees its own usage and nothing else
         asked = filters["workspace_id"]
-        filters["workspace_id"] = [admin.workspace_id] if not asked or admin.workspace_id in asked else ["\x00none"]
+        if asked and admin.workspace_id not in asked:
+            return None
+        filters["workspace_id"] = [admin.workspace_id]
     return filters
+
+
+async def _summed(request: Request, win: reports.Window, group_by: list[str], admin: AdminKey) -> list[dict[str, Any]]:
+    filters = _filters(request, admin)
+    if filters is None:
+        return []
+    return await _run(report_store.summed, request.app.state.db, win.start, win.end, win.width, group_by, filters)
 
 
 def _group_by(request: Request, allowed: tuple[str, ...]) -> list[str]:
@@ -298,9 +319,7 @@ async def usage_report(request: Request) -> JSONResponse:
     admin = await _admin(request)
     win = _report_window(request, "1d")
     group_by = _group_by(request, reports.USAGE_GROUPS)
-    rows = await _run(
-        report_store.summed, request.app.state.db, win.start, win.end, win.width, group_by, _filters(request, admin)
-    )
+    rows = await _summed(request, win, group_by, admin)
     return JSONResponse(reports.usage_report(win, rows, group_by))
 
 
@@ -313,8 +332,7 @@ async def cost_report(request: Request) -> JSONResponse:
     columns = [name for name in ("workspace_id",) if name in group_by]
     if "description" in group_by:
         columns += ["model", "service_tier"]
-    filters = _filters(request, admin)
-    rows = await _run(report_store.summed, request.app.state.db, win.start, win.end, win.width, columns, filters)
+    rows = await _summed(request, win, columns, admin)
     return JSONResponse(reports.cost_report(win, rows, group_by))
 
 

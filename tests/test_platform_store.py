@@ -1,0 +1,167 @@
+"""The store on both databases (SQLite and PostgreSQL): migrations, keys, workspaces, the ledger, reports."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from missive.gateway.ledger import Ledger
+from missive.gateway.pricing import Pricing, usd_to_pico
+from missive.settings import LedgerSettings, PricingSettings
+from missive.store import keys as key_store
+from missive.store import ledger as ledger_store
+from missive.store import reports as report_store
+from missive.store import workspaces as workspace_store
+from missive.store.db import connect
+from platform_backends import database
+
+LEGACY_API_KEYS = (
+    "CREATE TABLE api_keys (id VARCHAR(40) PRIMARY KEY, name VARCHAR(256) NOT NULL, workspace_id VARCHAR(64) "
+    "NOT NULL, key_hash VARCHAR(64) NOT NULL UNIQUE, hint VARCHAR(32) NOT NULL, created_at TIMESTAMP NOT NULL, "
+    "disabled_at TIMESTAMP)"
+)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with database(request.param, str(tmp_path)) as database_url:
+        yield database_url
+
+
+@pytest.fixture
+def db(url: str) -> Iterator[sa.Engine]:
+    engine = connect(url)
+    yield engine
+    engine.dispose()
+
+
+def test_migrations_run_once_and_adopt_a_database_from_before_them(url: str) -> None:
+    legacy = sa.create_engine(url)
+    with legacy.begin() as conn:
+        conn.execute(sa.text(LEGACY_API_KEYS))
+        conn.execute(sa.text("INSERT INTO api_keys VALUES ('apikey_old', 'old', 'default', 'h', 'sk-…', "
+                             "'2026-01-01 00:00:00', NULL)"))  # fmt: skip
+    legacy.dispose()
+    for _ in range(2):  # the second start finds the schema current
+        engine = connect(url)
+        tables = set(sa.inspect(engine).get_table_names())
+        assert {"api_keys", "workspaces", "admin_keys", "usage_records", "instances", "alembic_version"} <= tables
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
+        old = key_store.get_key(engine, "apikey_old")
+        assert old is not None and old.status == "active" and old.workspace_id == "default"
+        engine.dispose()
+
+
+def test_key_lifecycle_and_the_two_kinds_of_keys(db: sa.Engine) -> None:
+    team = workspace_store.create_workspace(db, "team")
+    key, secret = key_store.create_key(db, "ci", team.id)
+    assert key_store.find_active_key(db, secret) == key
+    assert key.hint.startswith("sk-missive-") and secret.endswith(key.hint[-4:]) and secret not in key.hint
+    with db.connect() as conn:
+        stored = " ".join(str(value) for row in conn.execute(sa.text("SELECT * FROM api_keys")) for value in row)
+    assert secret not in stored
+    key_store.update_key(db, key.id, status="inactive")
+    assert key_store.find_active_key(db, secret) is None
+    assert key_store.update_key(db, key.id, status="active", name="ci-2").name == "ci-2"
+    assert key_store.find_active_key(db, secret) is not None
+    _, expired = key_store.create_key(db, "old", team.id, expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    assert key_store.find_active_key(db, expired) is None
+    admin, admin_secret = key_store.create_admin_key(db, "root")
+    assert key_store.find_admin_key(db, admin_secret) == admin and key_store.find_active_key(db, admin_secret) is None
+    assert key_store.find_admin_key(db, secret) is None
+    workspace_store.archive_workspace(db, team.id)
+    assert key_store.get_key(db, key.id).status == "archived"  # type: ignore[union-attr]
+    assert key_store.find_active_key(db, secret) is None
+    with pytest.raises(key_store.KeyStateError):
+        key_store.update_key(db, key.id, status="active")
+    with pytest.raises(key_store.KeyStateError):
+        key_store.create_key(db, "late", team.id)
+    with pytest.raises(workspace_store.WorkspaceError):
+        workspace_store.archive_workspace(db, "default")
+
+
+def _record(record_id: str, workspace_id: str, instance: str = "inst_a", **tokens: int) -> ledger_store.Record:
+    return ledger_store.Record(
+        id=record_id, ts=int(time.time()), instance_id=instance, key_id="apikey_x", workspace_id=workspace_id,
+        model="claude-haiku-4-5", requested_model="claude-haiku-4-5", service_tier="standard", **tokens,
+    )  # fmt: skip
+
+
+def test_settling_is_exactly_once_and_moves_the_credit_by_the_difference(db: sa.Engine) -> None:
+    team = workspace_store.create_workspace(db, "prepaid", credit_balance=usd_to_pico(1))
+    pricing = Pricing(PricingSettings())
+    ledger = Ledger(db, LedgerSettings(checkpoint_interval=0.1, dead_after=0.2), pricing)
+    record = _record("req_1", team.id, input_tokens=1000)
+
+    async def run() -> None:
+        await ledger.open(record)
+        record.output_tokens = 2000
+        cost = await ledger.settle(record, "succeeded", "end_turn", 12)
+        assert cost.total == usd_to_pico("0.011")  # haiku: 1000 x $1 + 2000 x $5 per million
+        assert not ledger_store.settle(  # a second settlement of a settled row changes nothing
+            db, "req_1", ledger_store.Settlement("interrupted", {}, {}), (ledger_store.IN_FLIGHT,)
+        )
+        # the front end settles again after a recovery marked the row interrupted: one row, corrected cost
+        with db.begin() as conn:
+            conn.execute(sa.text("UPDATE usage_records SET status = 'interrupted' WHERE id = 'req_1'"))
+        record.output_tokens = 4000
+        await ledger.settle(record, "succeeded", "end_turn", 12)
+
+    asyncio.run(run())
+    row = ledger_store.get_record(db, "req_1")
+    assert row is not None and row["status"] == "succeeded" and row["cost"] == usd_to_pico("0.021")
+    assert workspace_store.get_workspace(db, team.id).credit_balance == usd_to_pico("0.979")  # type: ignore[union-attr]
+    assert ledger_store.spend_since(db, team.id, 0) == usd_to_pico("0.021")
+
+
+def test_records_of_a_dead_front_end_are_recovered_once_with_their_checkpoint(db: sa.Engine) -> None:
+    team = workspace_store.create_workspace(db, "t")
+    pricing = Pricing(PricingSettings())
+    dying = Ledger(db, LedgerSettings(checkpoint_interval=0.1, dead_after=0.3), pricing)
+    survivor = Ledger(db, LedgerSettings(checkpoint_interval=0.1, dead_after=0.3), pricing)
+    record = _record("req_2", team.id, input_tokens=100)
+
+    async def run() -> None:
+        await dying.tick()
+        await survivor.tick()
+        await dying.open(record)
+        dying.progress("req_2", 37)
+        await dying.tick()  # checkpoint: 37 output tokens saved
+        assert await survivor.recover() == 0  # the other front end is alive
+        await asyncio.sleep(0.4)  # ... and then it is not
+        await survivor.tick()
+        assert await survivor.recover() == 0  # already settled by the tick
+
+    asyncio.run(run())
+    row = ledger_store.get_record(db, "req_2")
+    assert row is not None and row["status"] == "interrupted" and row["output_tokens"] == 37
+    assert row["cost"] == pricing.cost("claude-haiku-4-5", _tokens(100, 37)).total
+
+
+def _tokens(input_tokens: int, output_tokens: int):  # type: ignore[no-untyped-def]
+    from missive.gateway.pricing import Tokens
+
+    return Tokens(input=input_tokens, output=output_tokens)
+
+
+def test_report_sums_per_bucket_and_group(db: sa.Engine) -> None:
+    base = 1_800_000_000 // 3600 * 3600
+    for index, (offset, workspace, model) in enumerate(
+        [(10, "a", "m1"), (20, "a", "m2"), (3700, "a", "m1"), (3800, "b", "m1"), (7300, "b", "m2")]
+    ):
+        record = _record(f"req_{index}", workspace, input_tokens=10 * (index + 1), output_tokens=index)
+        record.ts, record.model = base + offset, model
+        ledger_store.open_record(db, record, datetime.now(UTC))
+    rows = report_store.summed(db, base, base + 3 * 3600, 3600, ["workspace_id"], {})
+    assert [(r["bucket"], r["workspace_id"], r["input_tokens"], r["requests"]) for r in rows] == [
+        (0, "a", 30, 2), (1, "a", 30, 1), (1, "b", 40, 1), (2, "b", 50, 1),
+    ]  # fmt: skip
+    only = report_store.summed(db, base, base + 3 * 3600, 86400, ["model"], {"workspace_id": ["b"], "model": ["m1"]})
+    assert [(r["bucket"], r["model"], r["input_tokens"], r["output_tokens"]) for r in only] == [(0, "m1", 40, 3)]
