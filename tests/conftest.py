@@ -7,6 +7,7 @@ Its log is kept in a file that tests can read (e.g. to see a generation being ca
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -27,10 +28,14 @@ CONFIG = """
 default_model = "smollm2-135m-instruct"
 ping_interval = 0.5
 
+[local]
+parallel = 4
+
 [[models]]
 id = "smollm2-135m-instruct"
 display_name = "SmolLM2 135M Instruct"
 context_window = 4096
+min_cache_tokens = 64
 
 [[models]]
 id = "smollm2-small"
@@ -38,6 +43,13 @@ context_window = 256
 max_output_tokens = 200
 aliases = ["tiny"]
 """
+
+
+# A conversation that keeps the model generating for as long as a test needs (it counts on).
+COUNTING = [
+    {"role": "user", "content": "Count from 1 to 5000, separated by commas."},
+    {"role": "assistant", "content": "1, 2, 3, 4,"},
+]
 
 
 @dataclass
@@ -73,11 +85,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    root = tmp_path_factory.mktemp("missive")
+@contextlib.contextmanager
+def run_server(root: Path, config: str) -> Iterator[Server]:
+    """Start `python -m missive serve` with this config and a fresh data directory; stop it after."""
     config_path = root / "missive.toml"
-    config_path.write_text(CONFIG)
+    config_path.write_text(config)
     data_dir = root / "data"
     log_path = root / "server.log"
     port = free_port()
@@ -105,6 +117,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with run_server(tmp_path_factory.mktemp("missive"), CONFIG) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import time
 import anthropic
 import httpx
 
-from conftest import Server
+from conftest import COUNTING, Server
 
 MODEL = "claude-haiku-4-5"
 STORY = [{"role": "user", "content": "Tell me a long story about a lighthouse keeper."}]
@@ -102,14 +102,14 @@ def test_validation_errors_come_before_the_stream(http: httpx.Client) -> None:
 
 def test_disconnect_cancels_the_generation_at_once(http: httpx.Client, server: Server) -> None:
     before = len(server.log())
-    payload = {"model": MODEL, "max_tokens": 4000, "stream": True, "messages": STORY}
+    payload = {"model": MODEL, "max_tokens": 3000, "stream": True, "messages": COUNTING}
     with http.stream("POST", "/v1/messages", json=payload) as response:
         for line in response.iter_lines():
             if "text_delta" in line:
                 break
     # leaving the block closed the connection mid-stream
     match = server.wait_for_log(r"generation cancelled after (\d+) tokens", after=before)
-    assert int(match.group(1)) < 4000
+    assert int(match.group(1)) < 3000
     # the engine is free again: a new request is served
     assert http.post("/v1/messages", json={"model": MODEL, "max_tokens": 2, "messages": STORY}).status_code == 200
 
@@ -117,7 +117,7 @@ def test_disconnect_cancels_the_generation_at_once(http: httpx.Client, server: S
 def test_disconnect_cancels_a_non_streaming_generation_too(server: Server) -> None:
     before = len(server.log())
     headers = {"x-api-key": server.api_key, "anthropic-version": "2023-06-01"}
-    payload = {"model": MODEL, "max_tokens": 4000, "messages": STORY, "temperature": 1}
+    payload = {"model": MODEL, "max_tokens": 3000, "messages": COUNTING, "temperature": 0}
     try:
         httpx.post(f"{server.base_url}/v1/messages", json=payload, headers=headers, timeout=1.0)
     except httpx.ReadTimeout:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import anyio
 import sqlalchemy as sa
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -16,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from missive import metrics
 from missive.engines.base import Engine
 from missive.engines.local.engine import LocalEngine
 from missive.engines.registry import Registry
@@ -86,6 +88,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(error, request.state.request_id)
 
 
+async def _metrics(request: Request) -> Response:
+    """Prometheus text format: queue, sequences, KV and prompt cache, time to first token, throughput."""
+    return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
 def ensure_first_key(settings: Settings, database: sa.Engine) -> None:
     """On first start, create an API key and show it once; only its hash is stored."""
     if count_keys(database) > 0:
@@ -133,6 +140,7 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> Starl
         Route("/v1/models", models.list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", models.get_model, methods=["GET"]),
         *admin.routes(),
+        Route("/metrics", _metrics, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,

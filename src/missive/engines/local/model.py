@@ -9,6 +9,7 @@ under load equals the output of the same request alone.
 from __future__ import annotations
 
 import ctypes
+import functools
 import importlib.util
 import logging
 import time
@@ -145,11 +146,21 @@ class LocalModel:
 
     def piece(self, token: int) -> bytes:
         """The bytes of one token as it appears in the prompt (special tokens included)."""
-        return self.model.token_to_piece(token, special=True)
+        return self._piece(token, True)
 
     def output_piece(self, token: int) -> bytes:
         """The bytes of one generated token as the client sees it (special tokens are not text)."""
-        return self.model.token_to_piece(token, special=False)
+        return self._piece(token, False)
+
+    @functools.lru_cache(maxsize=65536)  # noqa: B019 - one model, lives as long as the process
+    def _piece(self, token: int, special: bool) -> bytes:
+        size = 64
+        while True:
+            buffer = ctypes.create_string_buffer(size)
+            n = llama_cpp.llama_token_to_piece(self.vocab, token, buffer, size, 0, special)
+            if n >= 0:
+                return buffer.raw[:n]
+            size = -n
 
     def is_end_of_generation(self, token: int) -> bool:
         return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))

@@ -1,0 +1,209 @@
+"""Prompt caching (spec §8) on the real engine and model, in-process, with an injectable clock.
+
+The engine runs in this process (not behind HTTP) so that its clock can be moved forward: TTL expiry
+is tested without sleeping. Accounting rules are also tested on `plan` alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from missive import metrics
+from missive.engines.base import Event, Finished, Generation, Started
+from missive.engines.local.engine import LocalEngine
+from missive.engines.local.prompt_cache import plan
+from missive.settings import LocalEngineSettings, ModelSettings
+from missive.wire import requests as rq
+from missive.wire import validate
+from missive.wire.errors import ApiError
+
+from conftest import COUNTING
+
+SYSTEM = "You are a meticulous librarian. " + "Shelve every book by author, then title, then year. " * 20
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture(scope="module")
+def engine(clock: Clock) -> Iterator[LocalEngine]:
+    models = [ModelSettings(id="m", context_window=2048, min_cache_tokens=64)]
+    local = LocalEngineSettings(parallel=2, max_queue=1, max_queue_wait=1.0, prompt_cache_mib=64)
+    engine = LocalEngine(models, local, clock=clock)
+    asyncio.run(engine.start())
+    yield engine
+    asyncio.run(engine.close())
+
+
+def generation(engine: LocalEngine, workspace: str = "wrk_a", **body: Any) -> Generation:
+    body = {"model": "m", "max_tokens": 4, "temperature": 0, **body}
+    body.setdefault("messages", [{"role": "user", "content": "Where does Dune go?"}])
+    params = rq.MessageCreateParams.model_validate(body)
+    validate.check_breakpoints(params)
+    return Generation(engine.models()[0], params, validate.normalize(params), workspace)
+
+
+def run(engine: LocalEngine, gen: Generation) -> list[Event]:
+    async def collect() -> list[Event]:
+        return [event async for event in engine.generate(gen)]
+
+    return asyncio.run(collect())
+
+
+def usage(engine: LocalEngine, gen: Generation) -> tuple[int, int, int, int]:
+    events = run(engine, gen)
+    started, finished = events[0], events[-1]
+    assert isinstance(started, Started) and isinstance(finished, Finished)
+    u = finished.usage
+    assert (started.usage.input_tokens, started.usage.cache_read_input_tokens) == (u.input_tokens, u.cache_read_input_tokens)
+    return u.input_tokens, u.cache_read_input_tokens, u.cache_write_5m_tokens, u.cache_write_1h_tokens
+
+
+def cached_system(ttl: str | None = None) -> list[dict]:
+    cache_control = {"type": "ephemeral", **({"ttl": ttl} if ttl else {})}
+    return [{"type": "text", "text": SYSTEM, "cache_control": cache_control}]
+
+
+def test_write_then_read_then_expire(engine: LocalEngine, clock: Clock) -> None:
+    total = asyncio.run(engine.count_tokens(generation(engine, system=cached_system())))
+    first = usage(engine, generation(engine, system=cached_system()))
+    fresh, read, write_5m, write_1h = first
+    assert read == 0 and write_1h == 0 and write_5m > 64 and fresh + write_5m == total
+
+    assert usage(engine, generation(engine, system=cached_system())) == (fresh, write_5m, 0, 0)
+    clock.now += 299  # a hit refreshes the lifetime...
+    assert usage(engine, generation(engine, system=cached_system())) == (fresh, write_5m, 0, 0)
+    clock.now += 299  # ...so 598 s after the write it is still there
+    assert usage(engine, generation(engine, system=cached_system())) == (fresh, write_5m, 0, 0)
+    clock.now += 301  # 5 minutes without a hit: expired, a miss and a new write
+    assert usage(engine, generation(engine, system=cached_system())) == first
+
+
+def test_one_hour_ttl(engine: LocalEngine, clock: Clock) -> None:
+    system = [{"type": "text", "text": SYSTEM + " Hour.", "cache_control": {"type": "ephemeral", "ttl": "1h"}}]
+    fresh, read, write_5m, write_1h = usage(engine, generation(engine, system=system))
+    assert read == 0 and write_5m == 0 and write_1h > 64
+    clock.now += 3000
+    assert usage(engine, generation(engine, system=system)) == (fresh, write_1h, 0, 0)
+    clock.now += 3601
+    assert usage(engine, generation(engine, system=system))[3] == write_1h
+
+
+def test_different_user_turns_share_the_cached_system_prompt(engine: LocalEngine) -> None:
+    system = [{"type": "text", "text": SYSTEM + " Shared.", "cache_control": {"type": "ephemeral"}}]
+    _, _, written, _ = usage(engine, generation(engine, system=system))
+    other = [{"role": "user", "content": "And where does Emma go?"}]
+    fresh, read, write_5m, _ = usage(engine, generation(engine, system=system, messages=other))
+    assert read == written and write_5m == 0
+
+
+def test_reuse_never_crosses_workspaces(engine: LocalEngine) -> None:
+    system = [{"type": "text", "text": SYSTEM + " Private.", "cache_control": {"type": "ephemeral"}}]
+    _, _, written, _ = usage(engine, generation(engine, "wrk_a", system=system))
+    assert usage(engine, generation(engine, "wrk_a", system=system))[1] == written
+    reused = metrics.PREFIX_TOKENS_REUSED.labels(model="m")
+    before = reused._value.get()
+    other = usage(engine, generation(engine, "wrk_b", system=system))
+    assert other[1] == 0 and other[2] == written  # a miss and a write of its own
+    assert reused._value.get() == before  # and no KV of workspace a was reused, not even implicitly
+    again = usage(engine, generation(engine, "wrk_b", system=system))
+    assert again[1] == written and reused._value.get() > before
+
+
+def test_short_prefixes_are_not_cached(engine: LocalEngine) -> None:
+    system = [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}]
+    assert usage(engine, generation(engine, system=system))[1:] == (0, 0, 0)
+    assert usage(engine, generation(engine, system=system))[1:] == (0, 0, 0)
+
+
+def test_automatic_caching_marks_the_last_block(engine: LocalEngine) -> None:
+    messages = [{"role": "user", "content": SYSTEM + " Automatic. Where does Dune go?"}]
+    total = asyncio.run(engine.count_tokens(generation(engine, messages=messages)))
+    fresh, read, write_5m, _ = usage(engine, generation(engine, messages=messages, cache_control={"type": "ephemeral"}))
+    assert read == 0 and fresh + write_5m == total and fresh < 10  # only the generation prompt follows
+    assert usage(engine, generation(engine, messages=messages, cache_control={"type": "ephemeral"}))[1] == write_5m
+    assert usage(engine, generation(engine, messages=messages))[1:] == (0, 0, 0)  # no cache_control, no caching
+
+
+def test_lookback_finds_an_earlier_breakpoint(engine: LocalEngine) -> None:
+    """A conversation grows; its new breakpoint is further on, and the old one is found by looking back."""
+    turn1 = [{"role": "user", "content": [{"type": "text", "text": SYSTEM + " Look back.", "cache_control": {"type": "ephemeral"}}]}]
+    _, _, written, _ = usage(engine, generation(engine, messages=turn1))
+    turn2 = [
+        {"role": "user", "content": [{"type": "text", "text": SYSTEM + " Look back."}]},
+        {"role": "assistant", "content": "On the third shelf."},
+        {"role": "user", "content": [{"type": "text", "text": "And Emma?", "cache_control": {"type": "ephemeral"}}]},
+    ]
+    fresh, read, write_5m, _ = usage(engine, generation(engine, messages=turn2))
+    assert read == written and write_5m > 0
+
+
+def test_cache_hit_output_equals_uncached_output(engine: LocalEngine) -> None:
+    system = [{"type": "text", "text": SYSTEM + " Same.", "cache_control": {"type": "ephemeral"}}]
+    body = {"max_tokens": 24, "system": system}
+
+    def text(events: list[Event]) -> str:
+        return "".join(getattr(e, "text", "") for e in events)
+
+    first = text(run(engine, generation(engine, **body)))
+    hit = run(engine, generation(engine, **body))
+    assert isinstance(hit[0], Started) and hit[0].usage.cache_read_input_tokens > 0
+    assert text(hit) == first
+
+
+def test_overload_sheds_with_529(engine: LocalEngine) -> None:
+    """2 sequences and a queue of 1: the 4th concurrent request is refused at once; waiting is bounded."""
+
+    async def scenario() -> list[Any]:
+        async def one(max_tokens: int) -> Any:
+            gen = generation(engine, max_tokens=max_tokens, messages=COUNTING)  # runs to max_tokens
+            try:
+                return [e async for e in engine.generate(gen)]
+            except ApiError as exc:
+                return exc
+
+        long = [asyncio.create_task(one(400)) for _ in range(2)]
+        await asyncio.sleep(0.3)
+        queued = asyncio.create_task(one(2))
+        await asyncio.sleep(0.05)
+        refused = await one(2)
+        results = [refused, await queued, *[await task for task in long]]
+        return results
+
+    refused, queued, *long = asyncio.run(scenario())
+    assert isinstance(refused, ApiError) and refused.status == 529 and refused.error_type == "overloaded_error"
+    assert refused.headers.get("retry-after")
+    # the queued one waited past max_queue_wait (1 s) behind two 400-token generations: shed too
+    assert isinstance(queued, ApiError) and queued.status == 529
+    assert all(isinstance(events, list) and isinstance(events[-1], Finished) for events in long), long
+
+
+@pytest.mark.parametrize(
+    ("breakpoints", "hit", "expected"),
+    [
+        ([(100, "5m")], 0, (0, 0, 100, 20)),
+        ([(100, "5m")], 100, (100, 0, 0, 20)),
+        ([(50, "1h"), (100, "5m")], 0, (0, 50, 50, 20)),
+        ([(50, "1h"), (100, "5m")], 50, (50, 0, 50, 20)),
+        ([(50, "1h"), (100, "1h")], 50, (50, 50, 0, 20)),
+        ([(30, "5m")], 0, (0, 0, 0, 120)),  # below the minimum: not cached at all
+    ],
+)
+def test_plan_accounting(breakpoints: list, hit: int, expected: tuple[int, int, int, int]) -> None:
+    p = plan(120, breakpoints, hit, lambda position: position >= 40)
+    assert (p.read, p.write_1h, p.write_5m, p.input) == expected
+    assert p.read + p.write_1h + p.write_5m + p.input == 120
