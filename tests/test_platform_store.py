@@ -63,6 +63,7 @@ def test_key_lifecycle_and_the_two_kinds_of_keys(db: sa.Engine) -> None:
     team = workspace_store.create_workspace(db, "team")
     key, secret = key_store.create_key(db, "ci", team.id)
     assert key_store.find_active_key(db, secret) == key
+    assert key_store.find_caller(db, secret) == (key, team)  # what each request reads: key and workspace
     assert key.hint.startswith("sk-missive-") and secret.endswith(key.hint[-4:]) and secret not in key.hint
     with db.connect() as conn:
         stored = " ".join(str(value) for row in conn.execute(sa.text("SELECT * FROM api_keys")) for value in row)
@@ -78,7 +79,7 @@ def test_key_lifecycle_and_the_two_kinds_of_keys(db: sa.Engine) -> None:
     assert key_store.find_admin_key(db, secret) is None
     workspace_store.archive_workspace(db, team.id)
     assert key_store.get_key(db, key.id).status == "archived"  # type: ignore[union-attr]
-    assert key_store.find_active_key(db, secret) is None
+    assert key_store.find_active_key(db, secret) is None and key_store.find_caller(db, secret) is None
     with pytest.raises(key_store.KeyStateError):
         key_store.update_key(db, key.id, status="active")
     with pytest.raises(key_store.KeyStateError):
@@ -105,14 +106,17 @@ def test_settling_is_exactly_once_and_moves_the_credit_by_the_difference(db: sa.
         record.output_tokens = 2000
         cost = await ledger.settle(record, "succeeded", "end_turn", 12)
         assert cost.total == usd_to_pico("0.011")  # haiku: 1000 x $1 + 2000 x $5 per million
-        assert not ledger_store.settle(  # a second settlement of a settled row changes nothing
-            db, "req_1", ledger_store.Settlement("interrupted", {}, {}), (ledger_store.IN_FLIGHT,)
-        )
+        with db.begin() as conn:  # a second settlement of a settled row changes nothing
+            assert not ledger_store.settle(
+                conn, "req_1", ledger_store.Settlement("interrupted", {}, {"cost": 0}), (ledger_store.IN_FLIGHT,)
+            )
         # the front end settles again after a recovery marked the row interrupted: one row, corrected cost
         with db.begin() as conn:
             conn.execute(sa.text("UPDATE usage_records SET status = 'interrupted' WHERE id = 'req_1'"))
         record.output_tokens = 4000
         await ledger.settle(record, "succeeded", "end_turn", 12)
+
+        await ledger.close()
 
     asyncio.run(run())
     row = ledger_store.get_record(db, "req_1")
@@ -138,6 +142,8 @@ def test_records_of_a_dead_front_end_are_recovered_once_with_their_checkpoint(db
         await asyncio.sleep(0.4)  # ... and then it is not
         await survivor.tick()
         assert await survivor.recover() == 0  # already settled by the tick
+        await survivor.close()
+        dying.writer.close()
 
     asyncio.run(run())
     row = ledger_store.get_record(db, "req_2")
@@ -158,7 +164,8 @@ def test_report_sums_per_bucket_and_group(db: sa.Engine) -> None:
     ):
         record = _record(f"req_{index}", workspace, input_tokens=10 * (index + 1), output_tokens=index)
         record.ts, record.model = base + offset, model
-        ledger_store.open_record(db, record, datetime.now(UTC))
+        with db.begin() as conn:
+            ledger_store.open_record(conn, record, datetime.now(UTC))
     rows = report_store.summed(db, base, base + 3 * 3600, 3600, ["workspace_id"], {})
     assert [(r["bucket"], r["workspace_id"], r["input_tokens"], r["requests"]) for r in rows] == [
         (0, "a", 30, 2), (1, "a", 30, 1), (1, "b", 40, 1), (2, "b", 50, 1),

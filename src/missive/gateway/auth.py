@@ -12,8 +12,8 @@ import anyio.to_thread
 import sqlalchemy as sa
 from starlette.datastructures import Headers
 
-from missive.store.keys import AdminKey, find_active_key, find_admin_key
-from missive.store.workspaces import Workspace, get_workspace
+from missive.store.keys import AdminKey, find_active_key, find_admin_key, find_caller
+from missive.store.workspaces import Workspace
 from missive.wire.errors import ApiError
 
 
@@ -33,12 +33,10 @@ def presented_key(headers: Headers) -> str | None:
 
 
 def _principal(db: sa.Engine, secret: str) -> Principal | None:
-    key = find_active_key(db, secret)
-    if key is None:
+    found = find_caller(db, secret)
+    if found is None:
         return None
-    workspace = get_workspace(db, key.workspace_id)
-    if workspace is None or workspace.archived_at is not None:
-        return None
+    key, workspace = found
     return Principal(key.id, key.workspace_id, workspace)
 
 

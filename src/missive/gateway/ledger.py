@@ -21,6 +21,7 @@ from missive.gateway.pricing import Cost, Pricing, Tokens
 from missive.settings import LedgerSettings
 from missive.store import ledger as store
 from missive.store.times import now
+from missive.store.writer import Writer
 from missive.wire.ids import new_id
 
 log = logging.getLogger("missive.ledger")
@@ -48,11 +49,13 @@ class Ledger:
         self.settings = settings
         self.pricing = pricing
         self.instance_id = new_id("inst_")
+        self.writer = Writer(db)  # every ledger write goes through it: group commits
         self._live: dict[str, _Live] = {}
 
     async def open(self, record: store.Record) -> None:
         record.instance_id = self.instance_id
-        await anyio.to_thread.run_sync(store.open_record, self.db, record, now())
+        created_at = now()
+        await self.writer.write(lambda conn: store.open_record(conn, record, created_at))
         self._live[record.id] = _Live(record)
 
     def progress(self, record_id: str, output_tokens: int) -> None:
@@ -67,9 +70,7 @@ class Ledger:
         self._live.pop(record.id, None)
         cost = self.pricing.cost(record.model, tokens_of(record), record.service_tier)
         settlement = _settlement(record, status, cost, stop_reason, latency_ms)
-        await anyio.to_thread.run_sync(
-            store.settle, self.db, record.id, settlement, (store.IN_FLIGHT, "interrupted")
-        )
+        await self.writer.write(lambda conn: store.settle(conn, record.id, settlement, (store.IN_FLIGHT, "interrupted")))
         return cost
 
     async def run(self) -> None:
@@ -82,14 +83,15 @@ class Ledger:
             await anyio.sleep(self.settings.checkpoint_interval)
 
     async def tick(self) -> None:
-        await anyio.to_thread.run_sync(store.heartbeat, self.db, self.instance_id, _ms())
+        beat = _ms()
+        await self.writer.write(lambda conn: store.heartbeat(conn, self.instance_id, beat))
         changed = {
             record_id: live.record.output_tokens
             for record_id, live in list(self._live.items())
             if live.record.output_tokens != live.saved_output
         }
         if changed:
-            await anyio.to_thread.run_sync(store.checkpoint, self.db, changed)
+            await self.writer.write(lambda conn: store.checkpoint(conn, changed))
             for record_id, output_tokens in changed.items():
                 if record_id in self._live:
                     self._live[record_id].saved_output = output_tokens
@@ -105,13 +107,18 @@ class Ledger:
                 continue
             cost = self.pricing.cost(record.model, tokens_of(record), record.service_tier)
             settlement = _settlement(record, "interrupted", cost, None, None)
-            if await anyio.to_thread.run_sync(store.settle, self.db, record.id, settlement, (store.IN_FLIGHT,)):
+            if await self.writer.write(
+                lambda conn, record=record, settlement=settlement: store.settle(  # type: ignore[misc]
+                    conn, record.id, settlement, (store.IN_FLIGHT,)
+                )
+            ):
                 settled += 1
                 log.warning("%s settled as interrupted (front end %s stopped)", record.id, record.instance_id)
         return settled
 
     async def close(self) -> None:
-        await anyio.to_thread.run_sync(store.remove_instance, self.db, self.instance_id)
+        await self.writer.write(lambda conn: store.remove_instance(conn, self.instance_id))
+        await anyio.to_thread.run_sync(self.writer.close)
 
 
 def _settlement(

@@ -11,12 +11,16 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
 from missive.store.db import admin_keys, api_keys, workspaces
 from missive.store.times import now, utc
 from missive.wire.ids import new_id
+
+if TYPE_CHECKING:
+    from missive.store.workspaces import Workspace
 
 KEY_PREFIX = "sk-missive-"
 ADMIN_KEY_PREFIX = "sk-missive-admin-"
@@ -105,6 +109,25 @@ def find_active_key(db: sa.Engine, secret: str) -> ApiKey | None:
         row = conn.execute(sa.select(api_keys).where(api_keys.c.key_hash == hash_key(secret))).first()
     key = _key(row) if row else None
     return key if key is not None and key.status == "active" else None
+
+
+def find_caller(db: sa.Engine, secret: str) -> tuple[ApiKey, Workspace] | None:
+    """An active key with this secret and its open workspace, in one query (every request does this)."""
+    from missive.store.workspaces import workspace_from_row
+
+    query = (
+        sa.select(api_keys, *_WORKSPACE_COLUMNS)
+        .join(workspaces, workspaces.c.id == api_keys.c.workspace_id)
+        .where(api_keys.c.key_hash == hash_key(secret))
+    )
+    with db.connect() as conn:
+        row = conn.execute(query).first()
+    if row is None or row.ws_archived_at is not None:
+        return None
+    key = _key(row)
+    if key.status != "active":
+        return None
+    return key, workspace_from_row(row, prefix="ws_")
 
 
 def get_key(db: sa.Engine, key_id: str) -> ApiKey | None:
@@ -213,6 +236,9 @@ def disable_admin_key(db: sa.Engine, key_id: str) -> bool:
             .values(disabled_at=now())
         )
     return result.rowcount > 0
+
+
+_WORKSPACE_COLUMNS = [column.label(f"ws_{column.name}") for column in workspaces.c]
 
 
 def _require_open_workspace(db: sa.Engine, workspace_id: str) -> None:

@@ -4,6 +4,9 @@ A row is inserted `in_flight` before the first byte of the response, its output 
 while it runs, and it is settled (tokens, cost, status) in one conditional update. Settling moves a
 row's cost and the workspace's prepaid balance by the same difference, in one transaction, so a
 row settled twice (by its front end, after a recovery that thought it dead) is never counted twice.
+
+Writes take a connection inside a transaction (the caller's, usually the group-committing `Writer`);
+reads take the engine.
 """
 
 from __future__ import annotations
@@ -48,65 +51,73 @@ class Settlement:
     latency_ms: int | None = None
 
 
-def open_record(db: sa.Engine, record: Record, created_at: datetime) -> None:
-    with db.begin() as conn:
+def open_record(conn: sa.Connection, record: Record, created_at: datetime) -> None:
+    conn.execute(
+        usage_records.insert().values(**record.__dict__, created_at=created_at, **{column: 0 for column in COST_COLUMNS})
+    )
+
+
+def checkpoint(conn: sa.Connection, progress: dict[str, int]) -> None:
+    """Save the output tokens so far of requests still in flight."""
+    for record_id, output_tokens in progress.items():
         conn.execute(
-            usage_records.insert().values(
-                **record.__dict__, created_at=created_at, **{column: 0 for column in COST_COLUMNS}
-            )
+            usage_records.update()
+            .where(usage_records.c.id == record_id, usage_records.c.status == IN_FLIGHT)
+            .values(output_tokens=output_tokens)
         )
 
 
-def checkpoint(db: sa.Engine, progress: dict[str, int]) -> None:
-    """Save the output tokens so far of requests still in flight."""
-    if not progress:
-        return
-    with db.begin() as conn:
-        for record_id, output_tokens in progress.items():
-            conn.execute(
-                usage_records.update()
-                .where(usage_records.c.id == record_id, usage_records.c.status == IN_FLIGHT)
-                .values(output_tokens=output_tokens)
-            )
-
-
-def settle(db: sa.Engine, record_id: str, settlement: Settlement, from_statuses: tuple[str, ...]) -> bool:
+def settle(conn: sa.Connection, record_id: str, settlement: Settlement, from_statuses: tuple[str, ...]) -> bool:
     """Settle a row that is in one of `from_statuses`; False if it was not (already settled)."""
-    while True:
-        with db.begin() as conn:
-            row = conn.execute(
-                sa.select(usage_records.c.status, usage_records.c.cost, usage_records.c.workspace_id).where(
-                    usage_records.c.id == record_id
-                )
-            ).first()
-            if row is None or row.status not in from_statuses:
-                return False
-            changed = conn.execute(
-                usage_records.update()
-                .where(
-                    usage_records.c.id == record_id,
-                    usage_records.c.status == row.status,
-                    usage_records.c.cost == row.cost,
-                )
-                .values(
-                    status=settlement.status,
-                    stop_reason=settlement.stop_reason,
-                    latency_ms=settlement.latency_ms,
-                    settled_at=now(),
-                    **settlement.tokens,
-                    **settlement.costs,
-                )
-            ).rowcount
-            if not changed:
-                continue  # settled concurrently: look again
-            difference = settlement.costs["cost"] - row.cost
-            if difference:
-                conn.execute(
-                    workspaces.update()
-                    .where(workspaces.c.id == row.workspace_id, workspaces.c.credit_balance.is_not(None))
-                    .values(credit_balance=workspaces.c.credit_balance - difference)
-                )
+    values = {
+        "status": settlement.status,
+        "stop_reason": settlement.stop_reason,
+        "latency_ms": settlement.latency_ms,
+        "settled_at": now(),
+        **settlement.tokens,
+        **settlement.costs,
+    }
+    if IN_FLIGHT in from_statuses:  # the usual case: a row in flight, which costs 0 until settled
+        first = conn.execute(
+            usage_records.update()
+            .where(usage_records.c.id == record_id, usage_records.c.status == IN_FLIGHT, usage_records.c.cost == 0)
+            .values(**values)
+            .returning(usage_records.c.workspace_id)
+        ).first()
+        if first is not None:
+            _charge(conn, first.workspace_id, settlement.costs["cost"])
             return True
+    while True:
+        row = conn.execute(
+            sa.select(usage_records.c.status, usage_records.c.cost, usage_records.c.workspace_id).where(
+                usage_records.c.id == record_id
+            )
+        ).first()
+        if row is None or row.status not in from_statuses:
+            return False
+        changed = conn.execute(
+            usage_records.update()
+            .where(
+                usage_records.c.id == record_id,
+                usage_records.c.status == row.status,
+                usage_records.c.cost == row.cost,
+            )
+            .values(**values)
+        ).rowcount
+        if not changed:
+            continue  # settled concurrently: look again
+        _charge(conn, row.workspace_id, settlement.costs["cost"] - row.cost)
+        return True
+
+
+def _charge(conn: sa.Connection, workspace_id: str, amount: int) -> None:
+    """Take `amount` from the workspace's prepaid balance, if it keeps one."""
+    if amount:
+        conn.execute(
+            workspaces.update()
+            .where(workspaces.c.id == workspace_id, workspaces.c.credit_balance.is_not(None))
+            .values(credit_balance=workspaces.c.credit_balance - amount)
+        )
 
 
 def orphans(db: sa.Engine, now_ms: int, dead_after_ms: int) -> list[Record]:
@@ -121,18 +132,14 @@ def orphans(db: sa.Engine, now_ms: int, dead_after_ms: int) -> list[Record]:
     return [Record(**{name: getattr(row, name) for name in fields}) for row in rows]
 
 
-def heartbeat(db: sa.Engine, instance_id: str, now_ms: int) -> None:
-    with db.begin() as conn:
-        updated = conn.execute(
-            instances.update().where(instances.c.id == instance_id).values(heartbeat=now_ms)
-        ).rowcount
-        if not updated:
-            conn.execute(instances.insert().values(id=instance_id, started_at=now(), heartbeat=now_ms))
+def heartbeat(conn: sa.Connection, instance_id: str, now_ms: int) -> None:
+    updated = conn.execute(instances.update().where(instances.c.id == instance_id).values(heartbeat=now_ms)).rowcount
+    if not updated:
+        conn.execute(instances.insert().values(id=instance_id, started_at=now(), heartbeat=now_ms))
 
 
-def remove_instance(db: sa.Engine, instance_id: str) -> None:
-    with db.begin() as conn:
-        conn.execute(instances.delete().where(instances.c.id == instance_id))
+def remove_instance(conn: sa.Connection, instance_id: str) -> None:
+    conn.execute(instances.delete().where(instances.c.id == instance_id))
 
 
 def spend_since(db: sa.Engine, workspace_id: str, since_ts: int) -> int:

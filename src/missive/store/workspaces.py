@@ -154,13 +154,19 @@ def _require_open(db: sa.Engine, workspace_id: str) -> Workspace:
 
 
 def _workspace(row: sa.Row) -> Workspace:  # type: ignore[type-arg]
+    return workspace_from_row(row)
+
+
+def workspace_from_row(row: sa.Row, prefix: str = "") -> Workspace:  # type: ignore[type-arg]
+    """A workspace from a row whose columns carry `prefix` (as in a join)."""
+    value = row._mapping
     return Workspace(
-        row.id,
-        row.name,
-        row.display_color,
-        utc(row.created_at),  # type: ignore[arg-type]
-        utc(row.archived_at),
-        row.rate_limit_tier,
-        row.monthly_spend_limit,
-        row.credit_balance,
+        value[prefix + "id"],
+        value[prefix + "name"],
+        value[prefix + "display_color"],
+        utc(value[prefix + "created_at"]),  # type: ignore[arg-type]
+        utc(value[prefix + "archived_at"]),
+        value[prefix + "rate_limit_tier"],
+        value[prefix + "monthly_spend_limit"],
+        value[prefix + "credit_balance"],
     )
