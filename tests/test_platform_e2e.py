@@ -336,3 +336,46 @@ def test_hostile_values_get_4xx_not_500(plat: Platform) -> None:
     with plat.http() as http:
         odd = {**ASK, "max_tokens": 1, "model": "claude-" + "\x00" * 300}
         assert http.post("/v1/messages", json=odd).status_code == 200
+
+
+def test_two_front_ends_share_one_set_of_buckets(plat: Platform, tmp_path: Path) -> None:
+    if "redis" not in plat.config.split("backend = ")[1].split("\n")[0]:
+        pytest.skip("in-process buckets belong to one front end; sharing needs the Redis backend")
+    ws = workspace(plat, rate_limit_tier="tight")  # 5 requests per minute, across every front end
+    key_id, key = new_key(plat, ws["id"])
+    process, other = launch(tmp_path, plat.config, "second.log")
+    try:
+        urls = [plat.server.base_url, other.base_url]
+
+        def send(index: int) -> int:
+            headers = {"anthropic-version": "2023-06-01", "x-api-key": key}
+            return httpx.post(f"{urls[index % 2]}/v1/messages", json={**ASK, "max_tokens": 1}, headers=headers,
+                              timeout=60).status_code  # fmt: skip
+
+        with ThreadPoolExecutor(12) as pool:
+            codes = list(pool.map(send, range(12)))
+    finally:
+        stop(process)
+    admitted = sorted(_utc(row["created_at"]) for row in ledger_rows(plat, key_id))
+    refilled = int((admitted[-1] - admitted[0]).total_seconds() * 5 / 60)
+    assert 5 <= codes.count(200) == len(admitted) <= 5 + refilled
+    assert codes.count(429) == 12 - codes.count(200)
+
+
+def test_a_stream_the_client_leaves_is_settled_as_cancelled(plat: Platform) -> None:
+    key_id, key = new_key(plat, "default")
+    request = {**ASK, "max_tokens": 1500, "stream": True, "messages": [{"role": "user", "content": "Tell a long tale."}]}
+    with plat.http(key) as http, http.stream("POST", "/v1/messages", json=request) as stream:
+        deltas = 0
+        for line in stream.iter_lines():
+            deltas += "text_delta" in line
+            if deltas == 5:
+                break  # and hang up
+    deadline = time.monotonic() + 15
+    rows = ledger_rows(plat, key_id)
+    while (not rows or rows[0]["status"] == "in_flight") and time.monotonic() < deadline:
+        time.sleep(0.1)
+        rows = ledger_rows(plat, key_id)
+    assert len(rows) == 1 and rows[0]["status"] == "cancelled"
+    assert 5 <= rows[0]["output_tokens"] < 1500 and rows[0]["settled_at"] is not None
+    assert rows[0]["cost"] == rows[0]["input_tokens"] * 10**9 + rows[0]["output_tokens"] * 2 * 10**9
