@@ -172,3 +172,26 @@ def test_report_sums_per_bucket_and_group(db: sa.Engine) -> None:
     ]  # fmt: skip
     only = report_store.summed(db, base, base + 3 * 3600, 86400, ["model"], {"workspace_id": ["b"], "model": ["m1"]})
     assert [(r["bucket"], r["model"], r["input_tokens"], r["output_tokens"]) for r in only] == [(0, "m1", 40, 3)]
+
+
+def test_the_writer_commits_groups_and_one_bad_write_fails_alone(db: sa.Engine) -> None:
+    from missive.store.writer import Writer
+
+    writer = Writer(db)
+    team = workspace_store.create_workspace(db, "w")
+
+    async def run() -> list[object]:
+        def good(index: int):  # type: ignore[no-untyped-def]
+            return lambda conn: ledger_store.open_record(conn, _record(f"req_w{index}", team.id), datetime.now(UTC))
+
+        def bad(conn: sa.Connection) -> None:
+            ledger_store.open_record(conn, _record("req_w0", team.id), datetime.now(UTC))  # a duplicate id
+
+        writes = [writer.write(good(index)) for index in range(20)] + [writer.write(bad)]
+        return await asyncio.gather(*writes, return_exceptions=True)
+
+    results = asyncio.run(run())
+    writer.close()
+    assert results[:20] == [None] * 20 and isinstance(results[20], sa.exc.IntegrityError)
+    with db.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM usage_records")).scalar_one() == 20

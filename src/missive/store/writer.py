@@ -47,30 +47,29 @@ class Writer:
             self._thread = None
 
     def _work(self) -> None:
-        with self._db.connect() as conn:
-            while (item := self._queue.get()) is not None:
-                group = [item]
-                while len(group) < _MAX_GROUP:
-                    try:
-                        following = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if following is None:
-                        self._queue.put(None)
-                        break
-                    group.append(following)
-                self._commit(conn, group)
+        while (item := self._queue.get()) is not None:
+            group = [item]
+            while len(group) < _MAX_GROUP:
+                try:
+                    following = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if following is None:
+                    self._queue.put(None)
+                    break
+                group.append(following)
+            self._commit(group)
 
-    def _commit(self, conn: sa.Connection, group: list[_Item]) -> None:
-        try:
-            with conn.begin():
+    def _commit(self, group: list[_Item]) -> None:
+        try:  # a connection per group, from the pool: a lost database connection is replaced
+            with self._db.begin() as conn:
                 results = [operation(conn) for operation, _, _ in group]
         except Exception:
             if len(group) == 1:
                 _settle(group[0], error=_current_exception())
                 return
             for item in group:  # find the one that fails; the others commit on their own
-                self._commit(conn, [item])
+                self._commit([item])
             return
         for item, result in zip(group, results, strict=True):
             _settle(item, result=result)
