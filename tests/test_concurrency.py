@@ -99,3 +99,26 @@ def test_disconnected_streams_free_their_sequences(server: Server, http: httpx.C
         before = server.log().index("generation cancelled after", before) + 1
     assert metric(server, "missive_active_sequences") == 0
     assert http.post("/v1/messages", json={**payload, "stream": False, "max_tokens": 2}).status_code == 200
+
+
+def test_overload_is_a_529_the_sdk_understands(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from conftest import run_server
+
+    config = '[local]\nparallel = 1\nmax_queue = 0\n\n[[models]]\nid = "m"\ncontext_window = 1024\n'
+    with run_server(tmp_path, config.replace('id = "m"', 'id = "smollm2-135m-instruct"')) as small:
+        headers = {"x-api-key": small.api_key, "anthropic-version": "2023-06-01"}
+        busy = {"model": MODEL, "max_tokens": 400, "stream": True, "temperature": 0, "messages": COUNTING}
+        with httpx.Client(base_url=small.base_url, headers=headers, timeout=30) as first:
+            with first.stream("POST", "/v1/messages", json=busy) as response:
+                lines = response.iter_lines()
+                next(line for line in lines if "text_delta" in line)
+                refused = httpx.post(f"{small.base_url}/v1/messages", json={**busy, "stream": False}, headers=headers)
+                assert refused.status_code == 529
+                assert refused.json()["error"] == {"type": "overloaded_error", "message": "Overloaded"}
+                assert refused.headers["retry-after"] and refused.headers["x-should-retry"] == "true"
+                sdk = anthropic.Anthropic(base_url=small.base_url, api_key=small.api_key, max_retries=0)
+                try:
+                    sdk.messages.create(model=MODEL, max_tokens=4, messages=[{"role": "user", "content": "Hi"}])
+                    raise AssertionError("expected a 529")
+                except anthropic.APIStatusError as error:
+                    assert error.status_code == 529 and error.type == "overloaded_error"

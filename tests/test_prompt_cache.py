@@ -207,3 +207,14 @@ def test_plan_accounting(breakpoints: list, hit: int, expected: tuple[int, int, 
     p = plan(120, breakpoints, hit, lambda position: position >= 40)
     assert (p.read, p.write_1h, p.write_5m, p.input) == expected
     assert p.read + p.write_1h + p.write_5m + p.input == 120
+
+
+def test_claude_code_billing_stamp_does_not_defeat_caching(engine: LocalEngine) -> None:
+    def system(stamp: str) -> list[dict]:
+        return [
+            {"type": "text", "text": f"x-anthropic-billing-header: cc_version=2.1.70.{stamp}; cc_entrypoint=cli; cch={stamp}1;"},
+            {"type": "text", "text": SYSTEM + " Claude Code.", "cache_control": {"type": "ephemeral"}},
+        ]
+
+    _, _, written, _ = usage(engine, generation(engine, system=system("a1f")))
+    assert usage(engine, generation(engine, system=system("9c2")))[1] == written
