@@ -26,6 +26,7 @@ def _generation(
 ) -> Generation:
     validate.check_beta_fields(params, context.betas)
     validate.check_breakpoints(params)
+    validate.check_tool_pairing(params.messages)  # the indexes the client sent, before turns are merged
     resolved = registry.resolve(params.model)
     return Generation(resolved.card, params, validate.normalize(params), context.principal.workspace_id)
 

@@ -1,4 +1,4 @@
-"""Rules of the Messages API that a schema cannot express (spec §3.2, §3.7–§3.9, §7.1).
+"""Rules of the Messages API that a schema cannot express (spec §3.2, §3.3, §3.7–§3.9, §7.1).
 
 `normalize` returns the conversation as the model should see it: consecutive turns of the same role
 merged into one, as the Claude API does. Every rule raises a 400 whose text follows the Claude API.
@@ -85,6 +85,76 @@ def check_generation(params: rq.MessageCreateParams) -> None:
             params.tool_choice, (rq.ToolChoiceAny, rq.ToolChoiceTool)
         ):
             raise invalid("Thinking may not be enabled when tool_choice forces tool use.")
+
+
+def _turns(messages: list[rq.MessageParam]) -> list[tuple[str, list[tuple[int, int, rq.ContentBlock]]]]:
+    """Consecutive messages of one role as one turn: (role, [(message index, block index, block)])."""
+    turns: list[tuple[str, list[tuple[int, int, rq.ContentBlock]]]] = []
+    for i, message in enumerate(messages):
+        blocks = [(i, j, block) for j, block in enumerate(message.content)]
+        if turns and turns[-1][0] == message.role:
+            turns[-1][1].extend(blocks)
+        else:
+            turns.append((message.role, blocks))
+    return turns
+
+
+def check_tool_pairing(messages: list[rq.MessageParam]) -> None:
+    """Tool uses and results pair up as the Claude API requires (spec §3.3).
+
+    Consecutive messages of one role are one turn, but errors name the indexes the client sent.
+    Every `tool_use` of an assistant turn is answered in the next turn, which is a user turn (a final
+    assistant turn with tool uses has none); every `tool_result` answers a `tool_use` of the turn
+    before; `tool_result` blocks come before anything else in their turn; `tool_use` ids are unique.
+    """
+    seen: set[str] = set()
+    turns = _turns(messages)
+    for t, (role, blocks) in enumerate(turns):
+        if role == "assistant":
+            uses: list[tuple[int, str]] = []  # (message index, id)
+            for i, j, block in blocks:
+                if isinstance(block, rq.ToolUseBlock):
+                    if block.id in seen:
+                        raise invalid(f"messages.{i}.content.{j}: `tool_use` ids must be unique")
+                    seen.add(block.id)
+                    uses.append((i, block.id))
+            following = turns[t + 1] if t + 1 < len(turns) else None
+            answered = {
+                block.tool_use_id
+                for _, _, block in (following[1] if following and following[0] == "user" else [])
+                if isinstance(block, rq.ToolResultBlock)
+            }
+            missing = [(i, tool_id) for i, tool_id in uses if tool_id not in answered]
+            if missing:
+                ids = ", ".join(tool_id for _, tool_id in missing)
+                raise invalid(
+                    f"messages.{missing[0][0]}: `tool_use` ids were found without `tool_result` blocks "
+                    f"immediately after: {ids}. Each `tool_use` block must have a corresponding `tool_result` "
+                    "block in the next message."
+                )
+        elif role == "user":
+            previous = turns[t - 1] if t > 0 else None
+            expected = {
+                block.id
+                for _, _, block in (previous[1] if previous and previous[0] == "assistant" else [])
+                if isinstance(block, rq.ToolUseBlock)
+            }
+            other_content = False
+            for i, j, block in blocks:
+                if not isinstance(block, rq.ToolResultBlock):
+                    other_content = True
+                    continue
+                if block.tool_use_id not in expected:
+                    raise invalid(
+                        f"messages.{i}.content.{j}: unexpected `tool_use_id` found in `tool_result` blocks: "
+                        f"{block.tool_use_id}. Each `tool_result` block must have a corresponding `tool_use` "
+                        "block in the previous message."
+                    )
+                if other_content:
+                    raise invalid(
+                        f"messages.{i}: `tool_result` blocks must come before any other content in the "
+                        "message"
+                    )
 
 
 def _explicit_breakpoints(params: rq.ConversationParams) -> list[tuple[object, rq.CacheControl]]:
