@@ -105,6 +105,7 @@ def connect(url: str | Path, *, migrate: bool = True, **engine_args: Any) -> sa.
     if isinstance(url, Path):
         url = f"sqlite:///{url}"
     parsed = make_url(url)
+    engine_args.setdefault("hide_parameters", True)  # no bound values (key hashes, names) in errors or logs
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
