@@ -26,6 +26,7 @@ from missive.routes import admin, messages, models
 from missive.settings import Settings
 from missive.store import db as store_db
 from missive.store.keys import count_keys, create_key
+from missive.store.secrets import thinking_key
 from missive.wire.errors import ApiError
 from missive.wire.ids import new_id
 
@@ -118,6 +119,7 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> Starl
         database = store_db.connect(settings.database)  # migrated to the current schema
         ensure_first_key(settings, database)
         app.state.db = database
+        app.state.thinking_key = thinking_key(settings.data_dir)  # signs thinking blocks
         app.state.policy = policy = Policy(settings, database)
         await policy.start()
         for engine in engines:

@@ -22,11 +22,15 @@ log = logging.getLogger("missive.messages")
 
 
 def _generation(
-    registry: Registry, params: rq.MessageCreateParams | rq.CountTokensParams, context: CallContext
+    registry: Registry,
+    params: rq.MessageCreateParams | rq.CountTokensParams,
+    context: CallContext,
+    thinking_key: bytes,
 ) -> Generation:
     validate.check_beta_fields(params, context.betas)
     validate.check_breakpoints(params)
     validate.check_tool_pairing(params.messages)  # the indexes the client sent, before turns are merged
+    validate.check_thinking_signatures(params.messages, thinking_key)
     resolved = registry.resolve(params.model)
     return Generation(resolved.card, params, validate.normalize(params), context.principal.workspace_id)
 
@@ -46,7 +50,7 @@ async def _create_message(request: Request, context: CallContext, policy: Policy
     validate.check_version_rules(params, context.version)
     validate.check_generation(params)
     registry: Registry = request.app.state.registry
-    generation = _generation(registry, params, context)
+    generation = _generation(registry, params, context, request.app.state.thinking_key)
     card = generation.model
     request.state.model = card.id
     if params.max_tokens > card.max_output_tokens:
@@ -90,7 +94,7 @@ async def count_tokens(request: Request) -> Response:
         headers = await policy.admit_count_tokens(context.principal)  # its own RPM
         params = await read_params(request, rq.CountTokensParams)
         registry: Registry = request.app.state.registry
-        generation = _generation(registry, params, context)
+        generation = _generation(registry, params, context, request.app.state.thinking_key)
         engine = registry.resolve(params.model).engine
         return JSONResponse({"input_tokens": await engine.count_tokens(generation)}, headers=headers)
     except ApiError as error:

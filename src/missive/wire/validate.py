@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from missive.wire import requests as rq
 from missive.wire.errors import invalid
+from missive.wire.signatures import verify_thinking
 
 # Fields of the request that exist only behind an `anthropic-beta` value.
 BETA_FIELDS = {
@@ -155,6 +156,19 @@ def check_tool_pairing(messages: list[rq.MessageParam]) -> None:
                         f"messages.{i}: `tool_result` blocks must come before any other content in the "
                         "message"
                     )
+
+
+def check_thinking_signatures(messages: list[rq.MessageParam], key: bytes) -> None:
+    """Every `thinking` block comes back as Missive signed it (spec §3.3, wire/signatures.py).
+
+    `redacted_thinking` blocks are accepted as they are: their `data` is opaque.
+    """
+    for i, message in enumerate(messages):
+        for j, block in enumerate(message.content):
+            if not isinstance(block, rq.ThinkingBlock):
+                continue
+            if not verify_thinking(key, block.thinking, block.signature):
+                raise invalid(f"messages.{i}.content.{j}: Invalid `signature` in `thinking` block")
 
 
 def _explicit_breakpoints(params: rq.ConversationParams) -> list[tuple[object, rq.CacheControl]]:
