@@ -154,6 +154,11 @@ class LedgerSettings(BaseModel):
     dead_after: float = Field(
         default=10.0, gt=0, description="A front end silent this long is dead: its requests in flight are settled"
     )
+    synchronous_commit: bool = Field(
+        default=False,
+        description="PostgreSQL: wait for the WAL flush on ledger commits. Off, a record survives a crash of "
+        "Missive but not of the database host (the same durability as SQLite's WAL mode here)",
+    )
 
 
 class Settings(BaseSettings):

@@ -49,7 +49,7 @@ class Ledger:
         self.settings = settings
         self.pricing = pricing
         self.instance_id = new_id("inst_")
-        self.writer = Writer(db)  # every ledger write goes through it: group commits
+        self.writer = Writer(db, settings.synchronous_commit)  # every ledger write goes through it: group commits
         self._live: dict[str, _Live] = {}
 
     async def open(self, record: store.Record) -> None:

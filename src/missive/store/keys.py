@@ -120,8 +120,8 @@ def find_caller(db: sa.Engine, secret: str) -> tuple[ApiKey, Workspace] | None:
         .join(workspaces, workspaces.c.id == api_keys.c.workspace_id)
         .where(api_keys.c.key_hash == hash_key(secret))
     )
-    with db.connect() as conn:
-        row = conn.execute(query).first()
+    with db.connect() as conn:  # one statement, no transaction around it: no BEGIN/ROLLBACK round trips
+        row = conn.execution_options(isolation_level="AUTOCOMMIT").execute(query).first()
     if row is None or row.ws_archived_at is not None:
         return None
     key = _key(row)

@@ -25,8 +25,11 @@ _Item = tuple[Callable[[sa.Connection], Any], asyncio.Future[Any], asyncio.Abstr
 
 
 class Writer:
-    def __init__(self, db: sa.Engine) -> None:
+    def __init__(self, db: sa.Engine, synchronous_commit: bool = True) -> None:
         self._db = db
+        # PostgreSQL: without waiting for the WAL flush, a commit survives a crash of this process (as
+        # SQLite's WAL with synchronous=NORMAL does), not a crash of the database host
+        self._relaxed = not synchronous_commit and db.dialect.name == "postgresql"
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
@@ -63,6 +66,8 @@ class Writer:
     def _commit(self, group: list[_Item]) -> None:
         try:  # a connection per group, from the pool: a lost database connection is replaced
             with self._db.begin() as conn:
+                if self._relaxed:
+                    conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
                 results = [operation(conn) for operation, _, _ in group]
         except Exception:
             if len(group) == 1:
