@@ -5,6 +5,8 @@ Each test runs twice: on SQLite with in-process rate limits, and on PostgreSQL w
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,23 +26,12 @@ ASK = {"model": "claude-haiku-4-5", "max_tokens": 3, "messages": [{"role": "user
 @pytest.fixture(scope="module", params=BACKENDS)
 def plat(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     root = tmp_path_factory.mktemp(request.param)
-    with contextlib_for(request.param, root) as (database_url, prefix):
-        with platform(root, request.param, database_url, prefix, REDIS_URL) as running:
-            yield running
-
-
-def contextlib_for(backend: str, root: Path):  # type: ignore[no-untyped-def]
-    import contextlib
-
-    @contextlib.contextmanager
-    def backing() -> Iterator[tuple[str, str]]:
-        if backend == "sqlite-memory":
-            yield f"sqlite:///{root / 'data' / 'missive.db'}", "unused:"
-            return
-        with postgres_schema() as url, redis_prefix() as prefix:
-            yield url, prefix
-
-    return backing()
+    with contextlib.ExitStack() as stack:
+        if request.param == "sqlite-memory":
+            url, prefix = f"sqlite:///{root / 'data' / 'missive.db'}", "unused:"
+        else:
+            url, prefix = stack.enter_context(postgres_schema()), stack.enter_context(redis_prefix())
+        yield stack.enter_context(platform(root, request.param, url, prefix, REDIS_URL))
 
 
 def workspace(plat: Platform, **fields: object) -> dict:
@@ -182,8 +173,6 @@ def test_ledger_totals_equal_the_usage_responses_reported(plat: Platform) -> Non
         for max_tokens in (2, 6):
             with http.stream("POST", "/v1/messages", json={**ASK, "max_tokens": max_tokens, "stream": True}) as s:
                 body = s.read().decode()
-            import json
-
             events = [json.loads(line[6:]) for line in body.splitlines() if line.startswith("data: ")]
             start = next(e for e in events if e["type"] == "message_start")["message"]["usage"]
             delta = next(e for e in events if e["type"] == "message_delta")["usage"]

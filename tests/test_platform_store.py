@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from missive.gateway.ledger import Ledger
-from missive.gateway.pricing import Pricing, usd_to_pico
+from missive.gateway.pricing import Pricing, Tokens, usd_to_pico
 from missive.settings import LedgerSettings, PricingSettings
 from missive.store import keys as key_store
 from missive.store import ledger as ledger_store
@@ -148,13 +148,7 @@ def test_records_of_a_dead_front_end_are_recovered_once_with_their_checkpoint(db
     asyncio.run(run())
     row = ledger_store.get_record(db, "req_2")
     assert row is not None and row["status"] == "interrupted" and row["output_tokens"] == 37
-    assert row["cost"] == pricing.cost("claude-haiku-4-5", _tokens(100, 37)).total
-
-
-def _tokens(input_tokens: int, output_tokens: int):  # type: ignore[no-untyped-def]
-    from missive.gateway.pricing import Tokens
-
-    return Tokens(input=input_tokens, output=output_tokens)
+    assert row["cost"] == pricing.cost("claude-haiku-4-5", Tokens(input=100, output=37)).total
 
 
 def test_report_sums_per_bucket_and_group(db: sa.Engine) -> None:
