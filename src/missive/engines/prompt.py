@@ -6,23 +6,78 @@ Thinking blocks of earlier turns are left out, as the Claude API does for previo
 Every block's text is followed by `MARK`, so that the engine can find where each block ends in the
 rendered prompt (prompt caching works at block boundaries); `ChatPrompt.marks` holds, for each mark
 in prompt order, the cache TTL of a breakpoint there, or None. The engine strips the marks.
+
+Tools are described in a system section of Missive's own (most small models' chat templates know no
+tools), and calls are written `<tool_call name="NAME">{input as JSON}</tool_call>`: the engine
+constrains that JSON with a grammar built from the tool's schema, and parses calls out of the output.
+Tool uses and results of earlier turns are rendered the same way, so the model sees its own format.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from missive.engines.base import Generation, ModelCard
 from missive.wire import requests as rq
 from missive.wire.errors import invalid
 
-_TOOL_BLOCKS = (
-    rq.ToolUseBlock,
-    rq.ToolResultBlock,
-    rq.ServerToolUseBlock,
-    rq.ServerToolResultBlock,
-    rq.ContainerUploadBlock,
-)
+_SERVER_TOOL_BLOCKS = (rq.ServerToolUseBlock, rq.ServerToolResultBlock, rq.ContainerUploadBlock)
+_TOOL_BLOCKS = (rq.ToolUseBlock, rq.ToolResultBlock, *_SERVER_TOOL_BLOCKS)
+CALL_OPEN = '<tool_call name="'
+CALL_CLOSE = "</tool_call>"
+
+# Input schemas of the Anthropic-defined client tools, which come without one.
+_STR = {"type": "string"}
+_INT = {"type": "integer"}
+_RANGE = {"type": "array", "items": _INT}
+CLIENT_TOOL_SCHEMAS: dict[str, dict] = {
+    "bash": {
+        "type": "object",
+        "properties": {"command": _STR, "restart": {"type": "boolean"}},
+    },
+    "text_editor": {
+        "type": "object",
+        "properties": {
+            "command": {"enum": ["view", "create", "str_replace", "insert", "undo_edit"]},
+            "path": _STR, "file_text": _STR, "old_str": _STR, "new_str": _STR,
+            "insert_line": _INT, "view_range": _RANGE,
+        },
+        "required": ["command", "path"],
+    },
+    "memory": {
+        "type": "object",
+        "properties": {
+            "command": {"enum": ["view", "create", "str_replace", "insert", "delete", "rename"]},
+            "path": _STR, "file_text": _STR, "old_str": _STR, "new_str": _STR, "insert_line": _INT,
+            "insert_text": _STR, "view_range": _RANGE, "old_path": _STR, "new_path": _STR,
+        },
+        "required": ["command"],
+    },
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A tool as the model sees it: a name, what it does, and the JSON schema of its input."""
+
+    name: str
+    description: str
+    schema: dict
+
+
+def tool_specs(params: rq.ConversationParams) -> list[ToolSpec]:
+    specs = []
+    for tool in params.tools or []:
+        if isinstance(tool, rq.CustomTool):
+            specs.append(ToolSpec(tool.name, tool.description or "", tool.input_schema.model_dump(exclude_none=True)))
+        elif isinstance(tool, rq.BashTool):
+            specs.append(ToolSpec(tool.name, "Run a shell command in a persistent bash session.", CLIENT_TOOL_SCHEMAS["bash"]))
+        elif isinstance(tool, rq.TextEditorTool):
+            specs.append(ToolSpec(tool.name, "View, create and edit text files.", CLIENT_TOOL_SCHEMAS["text_editor"]))
+        elif isinstance(tool, rq.MemoryTool):
+            specs.append(ToolSpec(tool.name, "Read and write files in the /memories directory.", CLIENT_TOOL_SCHEMAS["memory"]))
+    return specs
 
 
 @dataclass
@@ -48,6 +103,9 @@ def check_input_support(params: rq.ConversationParams, card: ModelCard) -> None:
     caps = card.capabilities
     if params.tools and not caps.tools:
         raise invalid(f"tools: tool use is not supported by model {card.id}")
+    for i, tool in enumerate(params.tools or []):
+        if isinstance(tool, rq.ServerTool):
+            raise invalid(f"tools.{i}: server tool {tool.type} is not available on this server")
     for i, message in enumerate(params.messages):
         for j, block in enumerate(message.content):
             path = f"messages.{i}.content.{j}"
@@ -60,6 +118,8 @@ def check_input_support(params: rq.ConversationParams, card: ModelCard) -> None:
                         raise invalid(f"{path}: model {card.id} does not support PDF or URL document input")
             if isinstance(block, _TOOL_BLOCKS) and not caps.tools:
                 raise invalid(f"{path}: model {card.id} does not support tool use ({block.type} blocks)")
+            if isinstance(block, _SERVER_TOOL_BLOCKS):
+                raise invalid(f"{path}: {block.type} blocks need server tools, which this server does not run")
 
 
 def _document_text(block: rq.DocumentBlock) -> str:
@@ -77,10 +137,32 @@ def _document_text(block: rq.DocumentBlock) -> str:
     return f"<document>\n{header + chr(10) if header else ''}{body}\n</document>"
 
 
-def block_text(block: rq.ContentBlock) -> str | None:
-    """The text a model sees for one block; None for blocks it does not see."""
+def tool_call_text(name: str, tool_input: dict) -> str:
+    return f'{CALL_OPEN}{name}">{json.dumps(tool_input, ensure_ascii=False)}{CALL_CLOSE}'
+
+
+def _tool_result_text(block: rq.ToolResultBlock, names: dict[str, str]) -> str:
+    if isinstance(block.content, list):
+        body = "\n\n".join(text for part in block.content if (text := block_text(part, names)) is not None)
+    else:
+        body = block.content or ""
+    error = ' is_error="true"' if block.is_error else ""
+    return f'<tool_result name="{names.get(block.tool_use_id, "")}"{error}>{body}</tool_result>'
+
+
+def block_text(block: object, names: dict[str, str]) -> str | None:
+    """The text a model sees for one block; None for blocks it does not see.
+
+    `names` maps tool_use ids to tool names, for the results.
+    """
     if isinstance(block, rq.TextBlock):
         return block.text
+    if isinstance(block, rq.ToolUseBlock):
+        return tool_call_text(block.name, block.input)
+    if isinstance(block, rq.ToolResultBlock):
+        return _tool_result_text(block, names)
+    if isinstance(block, rq.ToolReferenceBlock):
+        return f"(tool {block.tool_name})"
     if isinstance(block, rq.DocumentBlock):
         return _document_text(block)
     if isinstance(block, rq.SearchResultBlock):
@@ -110,11 +192,15 @@ def to_chat(generation: Generation) -> ChatPrompt:
         return "\n\n".join(text.replace(MARK, "") + MARK for text, _ in pieces)
 
     turns: list[ChatTurn] = []
-    system = [(block.text, _ttl(block)) for block in params.system or [] if not _is_billing_stamp(block)]
+    system = _tools_section(params)
+    system += [(block.text, _ttl(block)) for block in params.system or [] if not _is_billing_stamp(block)]
     if system:
         turns.append(ChatTurn("system", joined(system)))
+    names = {
+        block.id: block.name for m in generation.messages for block in m.content if isinstance(block, rq.ToolUseBlock)
+    }
     for message in generation.messages:
-        pieces = [(text, _ttl(block)) for block in message.content if (text := block_text(block)) is not None]
+        pieces = [(text, _ttl(block)) for block in message.content if (text := block_text(block, names)) is not None]
         turns.append(ChatTurn(message.role, joined(pieces)))
     if params.cache_control is not None and marks:  # automatic caching: the last cacheable block
         marks[-1] = marks[-1] or params.cache_control.ttl or "5m"
@@ -122,3 +208,29 @@ def to_chat(generation: Generation) -> ChatPrompt:
     if turns and turns[-1].role == "assistant":
         prefill = turns.pop().content
     return ChatPrompt(turns, prefill, marks)
+
+
+def _tools_section(params: rq.ConversationParams) -> list[tuple[str, Ttl | None]]:
+    """Missive's tool-use prompt: one piece per tool (each can carry a breakpoint), then how to call."""
+    specs = tool_specs(params)
+    if not specs:
+        return []
+    pieces: list[tuple[str, Ttl | None]] = [("# Tools\n\nYou can call these tools. Each is described in JSON: its name, "
+                                             "what it does, and the JSON schema of its input.", None)]
+    for spec, tool in zip(specs, params.tools or []):
+        described = {"name": spec.name, "description": spec.description, "input_schema": spec.schema}
+        pieces.append((json.dumps(described, ensure_ascii=False), _ttl(tool)))
+    choice = params.tool_choice
+    rule = {
+        "any": "You must call at least one tool.",
+        "tool": f"You must call the tool {getattr(choice, 'name', '')}.",
+        "none": "Do not call any tool now; answer in text.",
+    }.get(choice.type if choice else "auto", "Call a tool when it helps; otherwise answer in text.")
+    one = bool(getattr(choice, "disable_parallel_tool_use", False))
+    pieces.append((
+        f"To call a tool, write exactly {CALL_OPEN}TOOL_NAME\">INPUT_AS_JSON{CALL_CLOSE} and nothing after it. "
+        + ("Call at most one tool. " if one else "You may call several tools, one after another. ")
+        + "The results come back in the next message, as <tool_result> blocks. " + rule,
+        None,
+    ))
+    return pieces

@@ -29,6 +29,7 @@ def _generation(
 ) -> Generation:
     validate.check_beta_fields(params, context.betas)
     validate.check_breakpoints(params)
+    validate.check_tools(params)
     validate.check_tool_pairing(params.messages)  # the indexes the client sent, before turns are merged
     validate.check_thinking_signatures(params.messages, thinking_key)
     resolved = registry.resolve(params.model)

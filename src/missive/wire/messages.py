@@ -87,7 +87,7 @@ class MessageBuilder:
         if isinstance(event, BlockStop):
             block = content[-1]
             if block["type"] == "tool_use":
-                block["input"] = json.loads("".join(self._partial_json) or "{}")
+                block["input"] = _tool_input("".join(self._partial_json))
             return [{"type": "content_block_stop", "index": len(content) - 1}]
         if isinstance(event, Finished):
             self.message["stop_reason"] = event.stop_reason
@@ -107,3 +107,12 @@ class MessageBuilder:
                 {"type": "message_stop"},
             ]
         raise TypeError(f"unknown engine event {event!r}")
+
+
+def _tool_input(text: str) -> dict[str, Any]:
+    """The input of a finished tool call; a call cut short (max_tokens) keeps an empty input."""
+    try:
+        value = json.loads(text or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}

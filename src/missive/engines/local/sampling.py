@@ -1,0 +1,90 @@
+"""Choosing each sequence's next token: temperature, top-k, top-p, and a grammar when there is one.
+
+A grammar is checked the way llama.cpp's own server does it, because checking every token of the
+vocabulary against it costs more than the forward pass: sample without the grammar, ask the grammar
+whether that one token is allowed, and only if it is not, apply the grammar to the whole vocabulary
+and sample again. The result is the same as applying the grammar first.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import secrets
+from dataclasses import dataclass
+
+import llama_cpp
+import numpy as np
+from llama_cpp import _internals
+
+from missive.engines.local.grammar import Grammar
+
+
+@dataclass
+class Sampling:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = off
+
+
+class TokenSampler:
+    def __init__(self, vocab: llama_cpp.llama_vocab_p, sampling: Sampling, grammar: Grammar | None) -> None:
+        self.chain = _internals.LlamaSampler()
+        if sampling.temperature == 0:
+            self.chain.add_greedy()
+        else:
+            if sampling.top_k > 0:
+                self.chain.add_top_k(sampling.top_k)
+            if sampling.top_p < 1.0:
+                self.chain.add_top_p(sampling.top_p, 1)
+            self.chain.add_temp(sampling.temperature)
+            self.chain.add_dist(secrets.randbits(31))
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+        self.grammar = _grammar_sampler(vocab, grammar) if grammar is not None else None
+        self._one = (llama_cpp.llama_token_data * 1)()
+        self._all: _internals.LlamaTokenDataArray | None = None
+
+    def sample(self, ctx: llama_cpp.llama_context_p, index: int) -> int:
+        token = llama_cpp.llama_sampler_sample(self.chain.sampler, ctx, index)
+        if self.grammar is None:
+            return token
+        if not self._allowed(token):
+            token = self._resample(ctx, index)
+        llama_cpp.llama_sampler_accept(self.grammar, token)
+        return token
+
+    def _allowed(self, token: int) -> bool:
+        self._one[0].id, self._one[0].logit, self._one[0].p = token, 0.0, 0.0
+        candidates = llama_cpp.llama_token_data_array(data=self._one, size=1, selected=-1, sorted=False)
+        llama_cpp.llama_sampler_apply(self.grammar, ctypes.byref(candidates))
+        return not math.isinf(self._one[0].logit)
+
+    def _resample(self, ctx: llama_cpp.llama_context_p, index: int) -> int:
+        if self._all is None:
+            self._all = _internals.LlamaTokenDataArray(n_vocab=self.n_vocab)
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, index), shape=(self.n_vocab,))
+        self._all.copy_logits(logits)
+        candidates = ctypes.byref(self._all.candidates)
+        llama_cpp.llama_sampler_apply(self.grammar, candidates)
+        llama_cpp.llama_sampler_apply(self.chain.sampler, candidates)
+        return int(self._all.candidates.data[self._all.candidates.selected].id)
+
+    def close(self) -> None:
+        self.chain.close()
+        if self.grammar is not None:
+            llama_cpp.llama_sampler_free(self.grammar)
+            self.grammar = None
+
+
+def _grammar_sampler(vocab: llama_cpp.llama_vocab_p, grammar: Grammar) -> llama_cpp.llama_sampler_p:
+    gbnf, root = grammar.gbnf.encode(), b"root"
+    if grammar.lazy_trigger is None:
+        sampler = llama_cpp.llama_sampler_init_grammar(vocab, gbnf, root)
+    else:
+        patterns = (ctypes.c_char_p * 1)(grammar.lazy_trigger.encode())
+        sampler = llama_cpp.llama_sampler_init_grammar_lazy_patterns(
+            vocab, gbnf, root, patterns, 1, (llama_cpp.llama_token * 0)(), 0
+        )
+    if not sampler:
+        raise ValueError("the output grammar could not be compiled")
+    return sampler

@@ -1,0 +1,282 @@
+"""Tool use and structured output through the official SDK, on the real model (spec §3.3-§3.6, §4, §6).
+
+The default model is tiny, so these tests check protocol and validity, not judgement: every tool
+input the server returns must validate against its tool's JSON schema (grammar-constrained
+decoding), and structured output must parse and validate against its schema.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anthropic
+import httpx
+import jsonschema
+import pytest
+
+MODEL = "claude-sonnet-4-6"
+ASK = [{"role": "user", "content": "Please use the tool for this task: Paris, France."}]
+
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "flat": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "days": {"type": "integer"}, "metric": {"type": "boolean"}},
+        "required": ["city", "days"],
+    },
+    "enums_and_numbers": {
+        "type": "object",
+        "properties": {
+            "unit": {"enum": ["celsius", "fahrenheit"]},
+            "threshold": {"type": "number"},
+            "count": {"type": "integer", "minimum": 1, "maximum": 5},
+        },
+        "required": ["unit", "threshold", "count"],
+        "additionalProperties": False,
+    },
+    "nested": {
+        "type": "object",
+        "properties": {
+            "trip": {
+                "type": "object",
+                "properties": {
+                    "from": {"type": "string"},
+                    "to": {"type": "string"},
+                    "stops": {"type": "array", "items": {"type": "string"}, "maxItems": 3},
+                },
+                "required": ["from", "to", "stops"],
+            },
+            "travellers": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+                    "required": ["name", "age"],
+                },
+                "minItems": 1,
+                "maxItems": 2,
+            },
+        },
+        "required": ["trip", "travellers"],
+    },
+    "any_of": {
+        "type": "object",
+        "properties": {"where": {"anyOf": [{"type": "string"}, {"type": "object", "properties": {"lat": {"type": "number"}, "lon": {"type": "number"}}, "required": ["lat", "lon"]}]}},
+        "required": ["where"],
+    },
+}
+
+
+def tool(name: str, schema: dict, **extra: Any) -> dict:
+    return {"name": name, "description": f"The {name.replace('_', ' ')} tool.", "input_schema": schema, **extra}
+
+
+def tool_uses(message: anthropic.types.Message) -> list:
+    return [block for block in message.content if block.type == "tool_use"]
+
+
+@pytest.mark.parametrize("name", list(SCHEMAS))
+def test_forced_calls_always_validate(client: anthropic.Anthropic, name: str) -> None:
+    for question in ASK[0]["content"], "Please call the tool with sensible values.":
+        message = client.messages.create(
+            model=MODEL,
+            max_tokens=600,
+            temperature=0,
+            tools=[tool(name, SCHEMAS[name], strict=True)],
+            tool_choice={"type": "any", "disable_parallel_tool_use": True},
+            messages=[{"role": "user", "content": question}],
+        )
+        assert message.stop_reason == "tool_use", message
+        calls = tool_uses(message)
+        assert len(calls) == 1 and calls[0].name == name and calls[0].id.startswith("toolu_")
+        jsonschema.validate(calls[0].input, SCHEMAS[name])
+
+
+def test_parallel_calls_each_validate(client: anthropic.Anthropic) -> None:
+    tools = [tool("flat", SCHEMAS["flat"]), tool("enums_and_numbers", SCHEMAS["enums_and_numbers"])]
+    message = client.messages.create(
+        model=MODEL, max_tokens=800, temperature=0, tools=tools, tool_choice={"type": "any"}, messages=ASK
+    )
+    calls = tool_uses(message)
+    assert 1 <= len(calls) <= 4 and message.stop_reason == "tool_use"
+    for call in calls:
+        jsonschema.validate(call.input, SCHEMAS[call.name])
+
+
+def test_named_tool_choice_and_single_call(client: anthropic.Anthropic) -> None:
+    tools = [tool("flat", SCHEMAS["flat"]), tool("nested", SCHEMAS["nested"])]
+    for question in ASK[0]["content"], "Plan a trip from Oslo to Rome for two.":
+        message = client.messages.create(
+            model=MODEL,
+            max_tokens=800,
+            temperature=0,
+            tools=tools,
+            tool_choice={"type": "tool", "name": "nested", "disable_parallel_tool_use": True},
+            messages=[{"role": "user", "content": question}],
+        )
+        assert message.stop_reason == "tool_use", message
+        calls = tool_uses(message)
+        assert len(calls) == 1 and calls[0].name == "nested"
+        jsonschema.validate(calls[0].input, SCHEMAS["nested"])
+
+
+def test_tool_choice_none_never_calls(client: anthropic.Anthropic) -> None:
+    message = client.messages.create(
+        model=MODEL, max_tokens=60, tools=[tool("flat", SCHEMAS["flat"])], tool_choice={"type": "none"}, messages=ASK
+    )
+    assert not tool_uses(message) and message.stop_reason in ("end_turn", "max_tokens")
+
+
+def test_auto_answers_in_text_or_calls_validly(client: anthropic.Anthropic) -> None:
+    for temperature in (0, 1, 1):
+        message = client.messages.create(
+            model=MODEL, max_tokens=200, temperature=temperature, tools=[tool("flat", SCHEMAS["flat"])], messages=ASK
+        )
+        if message.stop_reason == "max_tokens":
+            continue  # a call cut short is not complete, here as on the Claude API
+        assert (message.stop_reason == "tool_use") == bool(tool_uses(message))
+        for call in tool_uses(message):
+            jsonschema.validate(call.input, SCHEMAS["flat"])
+
+
+def test_streamed_tool_input_concatenates_to_the_final_input(http: httpx.Client) -> None:
+    body = {
+        "model": MODEL,
+        "max_tokens": 600,
+        "stream": True,
+        "temperature": 0,
+        "tools": [tool("nested", SCHEMAS["nested"])],
+        "tool_choice": {"type": "any", "disable_parallel_tool_use": True},
+        "messages": [{"role": "user", "content": "Hi! Let me tell you about my trip."}, *ASK],
+    }
+    with http.stream("POST", "/v1/messages", json=body) as response:
+        events = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: ")]
+    open_index = None
+    partial: dict[int, list[str]] = {}
+    starts = []
+    for event in events:
+        if event["type"] == "content_block_start":
+            assert open_index is None, "blocks must not interleave"
+            open_index = event["index"]
+            starts.append(event)
+        elif event["type"] == "content_block_delta":
+            assert event["index"] == open_index
+            if event["delta"]["type"] == "input_json_delta":
+                partial.setdefault(event["index"], []).append(event["delta"]["partial_json"])
+        elif event["type"] == "content_block_stop":
+            assert event["index"] == open_index
+            open_index = None
+    tool_starts = [s for s in starts if s["content_block"]["type"] == "tool_use"]
+    assert tool_starts
+    for start in tool_starts:
+        shell = start["content_block"]
+        assert shell["input"] == {} and shell["id"].startswith("toolu_") and shell["name"] == "nested"
+        jsonschema.validate(json.loads("".join(partial[start["index"]])), SCHEMAS["nested"])
+    delta = next(e for e in events if e["type"] == "message_delta")
+    assert delta["delta"]["stop_reason"] == "tool_use"
+    body["stream"] = False
+    assert [b for b in http.post("/v1/messages", json=body).json()["content"] if b["type"] == "tool_use"]
+
+
+def test_sdk_stream_accumulates_tool_input(client: anthropic.Anthropic) -> None:
+    with client.messages.stream(
+        model=MODEL,
+        max_tokens=600,
+        temperature=0,
+        tools=[tool("flat", SCHEMAS["flat"])],
+        tool_choice={"type": "any"},
+        messages=ASK,
+    ) as stream:
+        final = stream.get_final_message()
+    for call in tool_uses(final):
+        jsonschema.validate(call.input, SCHEMAS["flat"])
+
+
+def test_a_tool_loop_ends_in_text(client: anthropic.Anthropic) -> None:
+    tools = [tool("flat", SCHEMAS["flat"])]
+    messages: list[dict] = list(ASK)
+    first = client.messages.create(
+        model=MODEL, max_tokens=600, temperature=0, tools=tools, tool_choice={"type": "any"}, messages=messages
+    )
+    assert first.stop_reason == "tool_use"
+    messages.append({"role": "assistant", "content": [block.model_dump(exclude_none=True) for block in first.content]})
+    messages.append(
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": call.id, "content": "Sunny, 21 degrees."} for call in tool_uses(first)
+            ],
+        }
+    )
+    final = client.messages.create(model=MODEL, max_tokens=60, tools=tools, tool_choice={"type": "none"}, messages=messages)
+    assert final.content and final.content[0].type == "text" and final.stop_reason in ("end_turn", "max_tokens")
+    # the history (tool use and result) is part of the prompt, and counting agrees with creating
+    counted = client.messages.count_tokens(model=MODEL, tools=tools, tool_choice={"type": "none"}, messages=messages)
+    assert counted.input_tokens == final.usage.input_tokens
+
+
+def test_count_tokens_includes_the_tools(client: anthropic.Anthropic) -> None:
+    bare = client.messages.count_tokens(model=MODEL, messages=ASK).input_tokens
+    tools = [tool("nested", SCHEMAS["nested"])]
+    with_tools = client.messages.count_tokens(model=MODEL, tools=tools, messages=ASK).input_tokens
+    assert with_tools > bare + 50
+    created = client.messages.create(model=MODEL, max_tokens=1, tools=tools, tool_choice={"type": "none"}, messages=ASK)
+    assert created.usage.input_tokens == client.messages.count_tokens(
+        model=MODEL, tools=tools, tool_choice={"type": "none"}, messages=ASK
+    ).input_tokens
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        SCHEMAS["nested"],
+        {
+            "type": "object",
+            "properties": {"name": {"type": "string"}, "tags": {"type": "array", "items": {"enum": ["a", "b"]}, "maxItems": 4}},
+            "required": ["name", "tags"],
+        },
+    ],
+)
+def test_structured_output_validates(client: anthropic.Anthropic, schema: dict) -> None:
+    message = client.messages.create(
+        model=MODEL,
+        max_tokens=600,
+        temperature=0,
+        messages=[{"role": "user", "content": "Describe a trip as JSON."}],
+        extra_body={"output_config": {"format": {"type": "json_schema", "schema": schema}}},
+    )
+    assert message.stop_reason == "end_turn"
+    jsonschema.validate(json.loads(message.content[0].text), schema)
+
+
+def test_anthropic_defined_client_tools(client: anthropic.Anthropic) -> None:
+    message = client.messages.create(
+        model=MODEL,
+        max_tokens=600,
+        temperature=0,
+        tools=[{"type": "bash_20250124", "name": "bash"}, {"type": "text_editor_20250728", "name": "str_replace_based_edit_tool"}],
+        tool_choice={"type": "tool", "name": "str_replace_based_edit_tool"},
+        messages=[{"role": "user", "content": "Show me the file notes.txt"}],
+    )
+    call = tool_uses(message)[0]
+    assert call.name == "str_replace_based_edit_tool"
+    assert call.input["command"] in ("view", "create", "str_replace", "insert", "undo_edit") and "path" in call.input
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"tools": [tool("a", SCHEMAS["flat"]), tool("a", SCHEMAS["flat"])]}, "tools: Tool names must be unique."),
+        ({"tool_choice": {"type": "any"}}, "tool_choice: tool_choice.type `any` requires `tools`"),
+        (
+            {"tools": [tool("a", SCHEMAS["flat"])], "tool_choice": {"type": "tool", "name": "b"}},
+            "tool_choice.name: tool `b` is not one of the tools in `tools`",
+        ),
+        ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools.0: server tool web_search_20250305 is not available on this server"),
+        ({"tools": [{"name": "x", "input_schema": {"type": "array"}}]}, "tools.0.custom.input_schema.type: Input should be 'object'"),
+    ],
+)
+def test_tool_definition_errors(http: httpx.Client, extra: dict, message: str) -> None:
+    response = http.post("/v1/messages", json={"model": MODEL, "max_tokens": 8, "messages": ASK, **extra})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["message"] == message
