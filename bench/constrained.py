@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serving import missive, stream  # noqa: E402
+from serving import FRESH_CONNECTIONS, missive, stream  # noqa: E402
 
 SCHEMA = {
     "type": "object",
@@ -54,7 +54,7 @@ def bodies(max_tokens: int) -> dict[str, dict]:
 async def run(requests: int, max_tokens: int) -> dict[str, float]:
     figures: dict[str, float] = {}
     with missive() as target:
-        async with httpx.AsyncClient(timeout=600) as client:
+        async with httpx.AsyncClient(timeout=600, limits=FRESH_CONNECTIONS) as client:
             for kind, body in bodies(max_tokens).items():
                 await stream(client, target, {**body, "max_tokens": 8})  # warm-up
                 rates = []

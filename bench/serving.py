@@ -42,6 +42,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / ".cache" / "bench"
 THREADS = 2
+# A new connection per request, for both servers: llama-server (this version) exits when a kept-alive
+# connection sends a second streaming request.
+FRESH_CONNECTIONS = httpx.Limits(max_connections=64, max_keepalive_connections=0)
 PARALLEL = 8
 CONTEXT_PER_SLOT = 2048
 TOPICS = ["a lighthouse", "a river", "the moon", "a clockmaker", "a desert", "a violin", "a glacier", "a market",
@@ -95,8 +98,7 @@ def llama_server() -> Iterator[Target]:
     binary = subprocess.run(["bench/build_llama_server.sh"], cwd=ROOT, capture_output=True, text=True, check=True)
     port = free_port()
     cmd = [str(ROOT / binary.stdout.strip()), "-m", str(model_path()), "-t", str(THREADS), "-tb", str(THREADS),
-           "-np", str(PARALLEL), "-c", str(PARALLEL * CONTEXT_PER_SLOT), "-fa", "on", "--port", str(port),
-           "--log-disable"]
+           "-np", str(PARALLEL), "-c", str(PARALLEL * CONTEXT_PER_SLOT), "-fa", "on", "--port", str(port)]
     with _process(cmd, dict(os.environ)) as _:
         target = Target("llama-server", f"http://127.0.0.1:{port}", {}, False)
         _wait_ready(f"{target.base_url}/health", {})
@@ -168,7 +170,7 @@ def story(i: int, max_tokens: int) -> dict:
 
 async def load(target: Target, clients: int, per_client: int, max_tokens: int) -> tuple[list[Result], float]:
     """`clients` workers, each sending `per_client` requests back to back."""
-    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=clients + 4)) as client:
+    async with httpx.AsyncClient(timeout=600, limits=FRESH_CONNECTIONS) as client:
         async def worker(w: int) -> list[Result]:
             return [await stream(client, target, story(w * 100 + j, max_tokens)) for j in range(per_client)]
 
@@ -182,7 +184,7 @@ async def cached_prefix(target: Target, questions: int) -> tuple[float, list[Res
     system: str | list = SYSTEM
     if target.cache_control:
         system = [{"type": "text", "text": SYSTEM, "cache_control": {"type": "ephemeral"}}]
-    async with httpx.AsyncClient(timeout=600) as client:
+    async with httpx.AsyncClient(timeout=600, limits=FRESH_CONNECTIONS) as client:
         def body(q: str) -> dict:
             return {"model": "smollm2", "max_tokens": 8, "stream": True, "temperature": 0, "system": system,
                     "messages": [{"role": "user", "content": q}]}
