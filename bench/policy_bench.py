@@ -38,12 +38,26 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-BODY = {"model": "claude-haiku-4-5", "max_tokens": 16, "messages": [{"role": "user", "content": "Say hello."}]}
+BODY = {
+    "model": "claude-haiku-4-5",
+    "max_tokens": 16,
+    "messages": [{"role": "user", "content": "Say hello."}],
+}
 REPLY = {
-    "id": "msg_bench", "type": "message", "role": "assistant", "model": "claude-haiku-4-5",
-    "content": [{"type": "text", "text": "Hello there!"}], "stop_reason": "end_turn", "stop_sequence": None,
-    "usage": {"input_tokens": 10, "output_tokens": 4, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
-}  # fmt: skip
+    "id": "msg_bench",
+    "type": "message",
+    "role": "assistant",
+    "model": "claude-haiku-4-5",
+    "content": [{"type": "text", "text": "Hello there!"}],
+    "stop_reason": "end_turn",
+    "stop_sequence": None,
+    "usage": {
+        "input_tokens": 10,
+        "output_tokens": 4,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+    },
+}
 MISSIVE_CONFIG = """
 default_model = "instant"
 claude_aliases = true
@@ -168,7 +182,9 @@ def _stub_policy(missive_server: object) -> None:
 # ---- the load ---------------------------------------------------------------------------------------
 
 
-async def _load(url: str, headers: dict[str, str], concurrency: int, count: int) -> tuple[float, list[float], int]:
+async def _load(
+    url: str, headers: dict[str, str], concurrency: int, count: int
+) -> tuple[float, list[float], int]:
     """`count` requests over `concurrency` connections: (seconds, latencies, failures)."""
     latencies: list[float] = []
     failures = 0
@@ -229,7 +245,9 @@ def _wait(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
 
 def _start(command: list[str], env: dict[str, str], log: Path, url: str) -> subprocess.Popen[bytes]:
     with log.open("w") as out:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     _wait(url, process, log)
     return process
 
@@ -252,11 +270,15 @@ def _litellm_config(upstream: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--requests", type=int, default=3000, help="requests per throughput run")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--litellm", default=str(ROOT / ".cache/bench-venv/bin/litellm"))
-    parser.add_argument("--postgres", help="also run Missive on this PostgreSQL URL (a fresh schema, dropped after)")
+    parser.add_argument(
+        "--postgres", help="also run Missive on this PostgreSQL URL (a fresh schema, dropped after)"
+    )
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis for the --postgres run")
     parser.add_argument("--only", help="comma-separated targets")
     parser.add_argument("--serve", choices=["upstream", "missive", "missive-bare"], help=argparse.SUPPRESS)
@@ -273,16 +295,23 @@ def main() -> None:
         me = [sys.executable, str(Path(__file__).resolve())]
         up_port = _free_port()
         upstream = f"http://127.0.0.1:{up_port}"
-        up = _start([*me, "--serve", "upstream", "--port", str(up_port)], dict(os.environ), work / "up.log", upstream)
-        targets = ["upstream", "litellm", "missive-bare", "missive"] + (["missive-pg-redis"] if args.postgres else [])
+        up = _start(
+            [*me, "--serve", "upstream", "--port", str(up_port)], dict(os.environ), work / "up.log", upstream
+        )
+        targets = ["upstream", "litellm", "missive-bare", "missive"] + (
+            ["missive-pg-redis"] if args.postgres else []
+        )
         if args.only:
             targets = [name for name in targets if name in args.only.split(",")]
         try:
             for name in targets:
                 results[name] = _run_target(name, args, me, work, upstream)
                 row = results[name]
-                print(f"{name:<18} {row['rps']:8.0f} req/s   p50 {row['p50_ms']:6.2f} ms   p99 {row['p99_ms']:6.2f} ms"
-                      f"   failed {row['failed']:.0f}", flush=True)  # fmt: skip
+                print(
+                    f"{name:<18} {row['rps']:8.0f} req/s   p50 {row['p50_ms']:6.2f} ms   p99 {row['p99_ms']:6.2f} ms"
+                    f"   failed {row['failed']:.0f}",
+                    flush=True,
+                )
         finally:
             _stop(up)
     _report(results, args)
@@ -291,7 +320,9 @@ def main() -> None:
         sys.exit(f"requests failed (not 200), so these figures do not count: {failed}")
 
 
-def _run_target(name: str, args: argparse.Namespace, me: list[str], work: Path, upstream: str) -> dict[str, float]:
+def _run_target(
+    name: str, args: argparse.Namespace, me: list[str], work: Path, upstream: str
+) -> dict[str, float]:
     if name == "upstream":
         return measure(upstream, "none", args.concurrency, args.requests)
     port = _free_port()
@@ -311,8 +342,9 @@ def _run_target(name: str, args: argparse.Namespace, me: list[str], work: Path, 
             schema = _pg_schema(args.postgres, create=True)
             database = f'database_url = "{args.postgres}?options=-csearch_path%3D{schema}"'
             limiter, prefix = "redis", f"missive-bench-{schema}:"
-        (data / "missive.toml").write_text(MISSIVE_CONFIG.format(database=database, limiter=limiter,
-                                                                 redis=args.redis, prefix=prefix))  # fmt: skip
+        (data / "missive.toml").write_text(
+            MISSIVE_CONFIG.format(database=database, limiter=limiter, redis=args.redis, prefix=prefix)
+        )
         env.update(MISSIVE_CONFIG=str(data / "missive.toml"), MISSIVE_DATA_DIR=str(data / "data"))
         serve = "missive-bare" if name == "missive-bare" else "missive"
         log = work / f"{name}.log"
@@ -352,14 +384,25 @@ def _redis_clear(url: str, prefix: str) -> None:
 
 
 def _report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
-    print(f"\nrequests/s at concurrency {args.concurrency} ({args.requests} requests); latency at concurrency 1")
-    print(f"{'target':<18} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'+p50 ms':>8} {'+p99 ms':>8}  added against")
-    base_for = {"litellm": "upstream", "missive": "missive-bare", "missive-pg-redis": "missive-bare",
-                "missive-bare": "upstream"}  # fmt: skip
+    print(
+        f"\nrequests/s at concurrency {args.concurrency} ({args.requests} requests); latency at concurrency 1"
+    )
+    print(
+        f"{'target':<18} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'+p50 ms':>8} {'+p99 ms':>8}  added against"
+    )
+    base_for = {
+        "litellm": "upstream",
+        "missive": "missive-bare",
+        "missive-pg-redis": "missive-bare",
+        "missive-bare": "upstream",
+    }
     for name, row in results.items():
         base = results.get(base_for.get(name, ""))
-        added = (f"{row['p50_ms'] - base['p50_ms']:8.2f} {row['p99_ms'] - base['p99_ms']:8.2f}  {base_for[name]}"
-                 if base else f"{'':>8} {'':>8}")  # fmt: skip
+        added = (
+            f"{row['p50_ms'] - base['p50_ms']:8.2f} {row['p99_ms'] - base['p99_ms']:8.2f}  {base_for[name]}"
+            if base
+            else f"{'':>8} {'':>8}"
+        )
         print(f"{name:<18} {row['rps']:8.0f} {row['p50_ms']:8.2f} {row['p99_ms']:8.2f} {added}")
 
 

@@ -104,7 +104,9 @@ def launch(root: Path, config: str, log_name: str = "server.log") -> tuple[subpr
             raise RuntimeError(f"server did not start:\n{log_path.read_text()}")
         time.sleep(0.05)
     key = re.search(r"^\s+(sk-missive-\S+)$", log_path.read_text(), re.M)
-    return process, Server(f"http://127.0.0.1:{port}", key.group(1) if key else "", log_path, data_dir, config_path)
+    return process, Server(
+        f"http://127.0.0.1:{port}", key.group(1) if key else "", log_path, data_dir, config_path
+    )
 
 
 def stop(process: subprocess.Popen[bytes], hard: bool = False) -> None:

@@ -43,7 +43,9 @@ def workspace(plat: Platform, **fields: object) -> dict:
 
 def new_key(plat: Platform, workspace_id: str, **fields: object) -> tuple[str, str]:
     with plat.admin() as admin:
-        response = admin.post("/v1/organizations/api_keys", json={"name": "k", "workspace_id": workspace_id, **fields})
+        response = admin.post(
+            "/v1/organizations/api_keys", json={"name": "k", "workspace_id": workspace_id, **fields}
+        )
     assert response.status_code == 200, response.text
     return response.json()["id"], response.json()["key"]
 
@@ -66,7 +68,11 @@ def usage_of(plat: Platform, key_id: str) -> dict:
 def ledger_rows(plat: Platform, key_id: str) -> list[dict]:
     engine = sa.create_engine(plat.database_url)
     with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT * FROM usage_records WHERE key_id = :k"), {"k": key_id}).mappings().all()
+        rows = (
+            conn.execute(sa.text("SELECT * FROM usage_records WHERE key_id = :k"), {"k": key_id})
+            .mappings()
+            .all()
+        )
     engine.dispose()
     return [dict(row) for row in rows]
 
@@ -134,8 +140,10 @@ def test_rate_limit_headers_on_every_response(plat: Platform) -> None:
             remaining(stream, 3)
             assert "event: message_stop" in stream.read().decode()
         began = time.monotonic()
-        counted = [http.post("/v1/messages/count_tokens", json={"model": ASK["model"], "messages": ASK["messages"]})
-                   for _ in range(4)]  # fmt: skip
+        counted = [
+            http.post("/v1/messages/count_tokens", json={"model": ASK["model"], "messages": ASK["messages"]})
+            for _ in range(4)
+        ]
     assert counted[0].headers["anthropic-ratelimit-requests-limit"] == "3"  # its own RPM: 3
     if time.monotonic() - began < 15:
         assert [r.status_code for r in counted] == [200, 200, 200, 429]
@@ -171,7 +179,9 @@ def test_ledger_totals_equal_the_usage_responses_reported(plat: Platform) -> Non
             reported["input"] += usage["input_tokens"]
             reported["output"] += usage["output_tokens"]
         for max_tokens in (2, 6):
-            with http.stream("POST", "/v1/messages", json={**ASK, "max_tokens": max_tokens, "stream": True}) as s:
+            with http.stream(
+                "POST", "/v1/messages", json={**ASK, "max_tokens": max_tokens, "stream": True}
+            ) as s:
                 body = s.read().decode()
             events = [json.loads(line[6:]) for line in body.splitlines() if line.startswith("data: ")]
             start = next(e for e in events if e["type"] == "message_start")["message"]["usage"]
@@ -187,9 +197,13 @@ def test_ledger_totals_equal_the_usage_responses_reported(plat: Platform) -> Non
     assert sum(row["cost"] for row in rows) == reported["input"] * 10**9 + reported["output"] * 2 * 10**9
     start = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT00:00:00Z")
     with plat.admin() as admin:
-        cost = admin.get("/v1/organizations/cost_report",
-                         params={"starting_at": start, "group_by[]": "workspace_id", "limit": 3}).json()  # fmt: skip
-    amounts = [float(r["amount"]) for b in cost["data"] for r in b["results"] if r["workspace_id"] == ws["id"]]
+        cost = admin.get(
+            "/v1/organizations/cost_report",
+            params={"starting_at": start, "group_by[]": "workspace_id", "limit": 3},
+        ).json()
+    amounts = [
+        float(r["amount"]) for b in cost["data"] for r in b["results"] if r["workspace_id"] == ws["id"]
+    ]
     assert sum(amounts) == pytest.approx((reported["input"] * 1000 + reported["output"] * 2000) / 1e6 * 100)
 
 
@@ -197,17 +211,23 @@ def test_a_revoked_key_is_refused_at_once(plat: Platform) -> None:
     key_id, key = new_key(plat, "default")
     with plat.http(key) as http, plat.admin() as admin:
         assert http.post("/v1/messages", json=ASK).status_code == 200
-        assert admin.post(f"/v1/organizations/api_keys/{key_id}", json={"status": "inactive"}).json()["status"] == (
-            "inactive"
-        )
+        assert admin.post(f"/v1/organizations/api_keys/{key_id}", json={"status": "inactive"}).json()[
+            "status"
+        ] == ("inactive")
         refused = http.post("/v1/messages", json=ASK)
         assert refused.status_code == 401 and refused.json()["error"]["message"] == "invalid x-api-key"
-        assert admin.post(f"/v1/organizations/api_keys/{key_id}", json={"status": "active"}).status_code == 200
+        assert (
+            admin.post(f"/v1/organizations/api_keys/{key_id}", json={"status": "active"}).status_code == 200
+        )
         assert http.post("/v1/messages", json=ASK).status_code == 200
-        renamed = admin.post(f"/v1/organizations/api_keys/{key_id}", json={"name": "renamed", "status": "archived"})
+        renamed = admin.post(
+            f"/v1/organizations/api_keys/{key_id}", json={"name": "renamed", "status": "archived"}
+        )
         assert renamed.json()["name"] == "renamed" and renamed.json()["status"] == "archived"
         assert http.post("/v1/messages", json=ASK).status_code == 401
-        assert admin.post(f"/v1/organizations/api_keys/{key_id}", json={"status": "active"}).status_code == 400
+        assert (
+            admin.post(f"/v1/organizations/api_keys/{key_id}", json={"status": "active"}).status_code == 400
+        )
     soon = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
     _, expiring = new_key(plat, "default", expires_at=soon)
     with plat.http(expiring) as http:
@@ -228,12 +248,22 @@ def test_one_workspace_never_sees_another(plat: Platform) -> None:
     scoped = {"anthropic-version": "2023-06-01", "x-api-key": made.stdout.strip().splitlines()[-1]}
     with httpx.Client(base_url=plat.server.base_url, headers=scoped) as admin_a:
         keys = admin_a.get("/v1/organizations/api_keys", params={"limit": 1000}).json()["data"]
-        assert {key["workspace_id"] for key in keys} == {team_a["id"]} and key_a in {key["id"] for key in keys}
-        assert admin_a.get("/v1/organizations/api_keys", params={"workspace_id": team_b["id"]}).json()["data"] == []
+        assert {key["workspace_id"] for key in keys} == {team_a["id"]} and key_a in {
+            key["id"] for key in keys
+        }
+        assert (
+            admin_a.get("/v1/organizations/api_keys", params={"workspace_id": team_b["id"]}).json()["data"]
+            == []
+        )
         assert admin_a.get(f"/v1/organizations/api_keys/{key_b}").status_code == 404
-        assert admin_a.post(f"/v1/organizations/api_keys/{key_b}", json={"status": "inactive"}).status_code == 404
+        assert (
+            admin_a.post(f"/v1/organizations/api_keys/{key_b}", json={"status": "inactive"}).status_code
+            == 404
+        )
         assert admin_a.get(f"/v1/organizations/workspaces/{team_b['id']}").status_code == 404
-        assert [ws["id"] for ws in admin_a.get("/v1/organizations/workspaces").json()["data"]] == [team_a["id"]]
+        assert [ws["id"] for ws in admin_a.get("/v1/organizations/workspaces").json()["data"]] == [
+            team_a["id"]
+        ]
         assert admin_a.post("/v1/organizations/workspaces", json={"name": "x"}).status_code == 403
         made_b = admin_a.post("/v1/organizations/api_keys", json={"name": "x", "workspace_id": team_b["id"]})
         assert made_b.status_code == 404
@@ -241,9 +271,13 @@ def test_one_workspace_never_sees_another(plat: Platform) -> None:
         for params in ({}, {"workspace_ids[]": team_b["id"]}, {"api_key_ids[]": key_b}):
             report = admin_a.get(
                 "/v1/organizations/usage_report/messages",
-                params={"starting_at": start, "bucket_width": "1h", "group_by[]": ["workspace_id", "api_key_id"],
-                        **params},
-            ).json()  # fmt: skip
+                params={
+                    "starting_at": start,
+                    "bucket_width": "1h",
+                    "group_by[]": ["workspace_id", "api_key_id"],
+                    **params,
+                },
+            ).json()
             assert "data" in report, report
             seen = {row["workspace_id"] for bucket in report["data"] for row in bucket["results"]}
             assert seen <= {team_a["id"]}
@@ -285,10 +319,18 @@ def test_a_request_in_flight_when_the_process_dies_is_accounted_once(plat: Platf
     process, server = launch(tmp_path, plat.config, "crash.log")
     try:
         key_id, key = new_key(plat, "default")
-        with httpx.Client(base_url=server.base_url, headers={"anthropic-version": "2023-06-01", "x-api-key": key},
-                          timeout=60) as http:  # fmt: skip
-            request = {**ASK, "max_tokens": 2000, "stream": True, "temperature": 1.0,
-                       "messages": [{"role": "user", "content": "Write a very long story about the sea."}]}  # fmt: skip
+        with httpx.Client(
+            base_url=server.base_url,
+            headers={"anthropic-version": "2023-06-01", "x-api-key": key},
+            timeout=60,
+        ) as http:
+            request = {
+                **ASK,
+                "max_tokens": 2000,
+                "stream": True,
+                "temperature": 1.0,
+                "messages": [{"role": "user", "content": "Write a very long story about the sea."}],
+            }
             with http.stream("POST", "/v1/messages", json=request) as stream:
                 pieces = 0
                 for line in stream.iter_lines():
@@ -317,13 +359,39 @@ def test_hostile_values_get_4xx_not_500(plat: Platform) -> None:
         assert admin.get("/v1/organizations/api_keys/apikey_%00x").status_code == 404
         assert admin.get("/v1/organizations/workspaces/%00").status_code == 404
         start = {"starting_at": "2026-01-01T00:00:00Z"}
-        assert admin.get("/v1/organizations/usage_report/messages", params={**start, "models[]": "a\x00"}).status_code == 400
-        assert admin.get("/v1/organizations/usage_report/messages", params={**start, "group_by[]": "x"}).status_code == 400
-        assert admin.get("/v1/organizations/cost_report", params={**start, "bucket_width": "1h"}).status_code == 400
+        assert (
+            admin.get(
+                "/v1/organizations/usage_report/messages", params={**start, "models[]": "a\x00"}
+            ).status_code
+            == 400
+        )
+        assert (
+            admin.get(
+                "/v1/organizations/usage_report/messages", params={**start, "group_by[]": "x"}
+            ).status_code
+            == 400
+        )
+        assert (
+            admin.get("/v1/organizations/cost_report", params={**start, "bucket_width": "1h"}).status_code
+            == 400
+        )
         assert admin.post("/v1/organizations/workspaces", json={"name": "a\x00b"}).status_code == 400
-        assert admin.post("/v1/organizations/workspaces", json={"name": "a", "rate_limit_tier": "gold"}).status_code == 400
-        assert admin.post("/v1/organizations/workspaces", json={"name": "a", "credit_balance": "lots"}).status_code == 400
-        assert admin.post("/v1/organizations/api_keys", json={"name": "k", "workspace_id": "nope"}).status_code == 400
+        assert (
+            admin.post(
+                "/v1/organizations/workspaces", json={"name": "a", "rate_limit_tier": "gold"}
+            ).status_code
+            == 400
+        )
+        assert (
+            admin.post(
+                "/v1/organizations/workspaces", json={"name": "a", "credit_balance": "lots"}
+            ).status_code
+            == 400
+        )
+        assert (
+            admin.post("/v1/organizations/api_keys", json={"name": "k", "workspace_id": "nope"}).status_code
+            == 400
+        )
     with plat.http() as http:
         odd = {**ASK, "max_tokens": 1, "model": "claude-" + "\x00" * 300}
         assert http.post("/v1/messages", json=odd).status_code == 200
@@ -340,8 +408,9 @@ def test_two_front_ends_share_one_set_of_buckets(plat: Platform, tmp_path: Path)
 
         def send(index: int) -> int:
             headers = {"anthropic-version": "2023-06-01", "x-api-key": key}
-            return httpx.post(f"{urls[index % 2]}/v1/messages", json={**ASK, "max_tokens": 1}, headers=headers,
-                              timeout=60).status_code  # fmt: skip
+            return httpx.post(
+                f"{urls[index % 2]}/v1/messages", json={**ASK, "max_tokens": 1}, headers=headers, timeout=60
+            ).status_code
 
         with ThreadPoolExecutor(12) as pool:
             codes = list(pool.map(send, range(12)))
@@ -355,7 +424,12 @@ def test_two_front_ends_share_one_set_of_buckets(plat: Platform, tmp_path: Path)
 
 def test_a_stream_the_client_leaves_is_settled_as_cancelled(plat: Platform) -> None:
     key_id, key = new_key(plat, "default")
-    request = {**ASK, "max_tokens": 1500, "stream": True, "messages": [{"role": "user", "content": "Tell a long tale."}]}
+    request = {
+        **ASK,
+        "max_tokens": 1500,
+        "stream": True,
+        "messages": [{"role": "user", "content": "Tell a long tale."}],
+    }
     with plat.http(key) as http, http.stream("POST", "/v1/messages", json=request) as stream:
         deltas = 0
         for line in stream.iter_lines():

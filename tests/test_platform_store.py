@@ -45,13 +45,24 @@ def test_migrations_run_once_and_adopt_a_database_from_before_them(url: str) -> 
     legacy = sa.create_engine(url)
     with legacy.begin() as conn:
         conn.execute(sa.text(LEGACY_API_KEYS))
-        conn.execute(sa.text("INSERT INTO api_keys VALUES ('apikey_old', 'old', 'default', 'h', 'sk-…', "
-                             "'2026-01-01 00:00:00', NULL)"))  # fmt: skip
+        conn.execute(
+            sa.text(
+                "INSERT INTO api_keys VALUES ('apikey_old', 'old', 'default', 'h', 'sk-…', "
+                "'2026-01-01 00:00:00', NULL)"
+            )
+        )
     legacy.dispose()
     for _ in range(2):  # the second start finds the schema current
         engine = connect(url)
         tables = set(sa.inspect(engine).get_table_names())
-        assert {"api_keys", "workspaces", "admin_keys", "usage_records", "instances", "alembic_version"} <= tables
+        assert {
+            "api_keys",
+            "workspaces",
+            "admin_keys",
+            "usage_records",
+            "instances",
+            "alembic_version",
+        } <= tables
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
         old = key_store.get_key(engine, "apikey_old")
@@ -66,7 +77,9 @@ def test_key_lifecycle_and_the_two_kinds_of_keys(db: sa.Engine) -> None:
     assert key_store.find_caller(db, secret) == (key, team)  # what each request reads: key and workspace
     assert key.hint.startswith("sk-missive-") and secret.endswith(key.hint[-4:]) and secret not in key.hint
     with db.connect() as conn:
-        stored = " ".join(str(value) for row in conn.execute(sa.text("SELECT * FROM api_keys")) for value in row)
+        stored = " ".join(
+            str(value) for row in conn.execute(sa.text("SELECT * FROM api_keys")) for value in row
+        )
     assert secret not in stored
     key_store.update_key(db, key.id, status="inactive")
     assert key_store.find_active_key(db, secret) is None
@@ -75,7 +88,10 @@ def test_key_lifecycle_and_the_two_kinds_of_keys(db: sa.Engine) -> None:
     _, expired = key_store.create_key(db, "old", team.id, expires_at=datetime.now(UTC) - timedelta(seconds=1))
     assert key_store.find_active_key(db, expired) is None
     admin, admin_secret = key_store.create_admin_key(db, "root")
-    assert key_store.find_admin_key(db, admin_secret) == admin and key_store.find_active_key(db, admin_secret) is None
+    assert (
+        key_store.find_admin_key(db, admin_secret) == admin
+        and key_store.find_active_key(db, admin_secret) is None
+    )
     assert key_store.find_admin_key(db, secret) is None
     workspace_store.archive_workspace(db, team.id)
     assert key_store.get_key(db, key.id).status == "archived"  # type: ignore[union-attr]
@@ -88,11 +104,20 @@ def test_key_lifecycle_and_the_two_kinds_of_keys(db: sa.Engine) -> None:
         workspace_store.archive_workspace(db, "default")
 
 
-def _record(record_id: str, workspace_id: str, instance: str = "inst_a", **tokens: int) -> ledger_store.Record:
+def _record(
+    record_id: str, workspace_id: str, instance: str = "inst_a", **tokens: int
+) -> ledger_store.Record:
     return ledger_store.Record(
-        id=record_id, ts=int(time.time()), instance_id=instance, key_id="apikey_x", workspace_id=workspace_id,
-        model="claude-haiku-4-5", requested_model="claude-haiku-4-5", service_tier="standard", **tokens,
-    )  # fmt: skip
+        id=record_id,
+        ts=int(time.time()),
+        instance_id=instance,
+        key_id="apikey_x",
+        workspace_id=workspace_id,
+        model="claude-haiku-4-5",
+        requested_model="claude-haiku-4-5",
+        service_tier="standard",
+        **tokens,
+    )
 
 
 def test_settling_is_exactly_once_and_moves_the_credit_by_the_difference(db: sa.Engine) -> None:
@@ -108,7 +133,10 @@ def test_settling_is_exactly_once_and_moves_the_credit_by_the_difference(db: sa.
         assert cost.total == usd_to_pico("0.011")  # haiku: 1000 x $1 + 2000 x $5 per million
         with db.begin() as conn:  # a second settlement of a settled row changes nothing
             assert not ledger_store.settle(
-                conn, "req_1", ledger_store.Settlement("interrupted", {}, {"cost": 0}), (ledger_store.IN_FLIGHT,)
+                conn,
+                "req_1",
+                ledger_store.Settlement("interrupted", {}, {"cost": 0}),
+                (ledger_store.IN_FLIGHT,),
             )
         # the front end settles again after a recovery marked the row interrupted: one row, corrected cost
         with db.begin() as conn:
@@ -162,10 +190,17 @@ def test_report_sums_per_bucket_and_group(db: sa.Engine) -> None:
             ledger_store.open_record(conn, record, datetime.now(UTC))
     rows = report_store.summed(db, base, base + 3 * 3600, 3600, ["workspace_id"], {})
     assert [(r["bucket"], r["workspace_id"], r["input_tokens"], r["requests"]) for r in rows] == [
-        (0, "a", 30, 2), (1, "a", 30, 1), (1, "b", 40, 1), (2, "b", 50, 1),
-    ]  # fmt: skip
-    only = report_store.summed(db, base, base + 3 * 3600, 86400, ["model"], {"workspace_id": ["b"], "model": ["m1"]})
-    assert [(r["bucket"], r["model"], r["input_tokens"], r["output_tokens"]) for r in only] == [(0, "m1", 40, 3)]
+        (0, "a", 30, 2),
+        (1, "a", 30, 1),
+        (1, "b", 40, 1),
+        (2, "b", 50, 1),
+    ]
+    only = report_store.summed(
+        db, base, base + 3 * 3600, 86400, ["model"], {"workspace_id": ["b"], "model": ["m1"]}
+    )
+    assert [(r["bucket"], r["model"], r["input_tokens"], r["output_tokens"]) for r in only] == [
+        (0, "m1", 40, 3)
+    ]
 
 
 def test_the_writer_commits_groups_and_one_bad_write_fails_alone(db: sa.Engine) -> None:
@@ -176,7 +211,9 @@ def test_the_writer_commits_groups_and_one_bad_write_fails_alone(db: sa.Engine) 
 
     async def run() -> list[object]:
         def good(index: int):  # type: ignore[no-untyped-def]
-            return lambda conn: ledger_store.open_record(conn, _record(f"req_w{index}", team.id), datetime.now(UTC))
+            return lambda conn: ledger_store.open_record(
+                conn, _record(f"req_w{index}", team.id), datetime.now(UTC)
+            )
 
         def bad(conn: sa.Connection) -> None:
             ledger_store.open_record(conn, _record("req_w0", team.id), datetime.now(UTC))  # a duplicate id

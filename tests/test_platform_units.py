@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from missive.gateway.buckets import Charge, MemoryBuckets, RedisBuckets
-from missive.gateway.limits import Limiter, Pool
+from missive.gateway.limits import Limiter
 from missive.gateway.pricing import Pricing, Tokens, pico_to_cents, pico_to_usd, usd_to_pico
 from missive.settings import PricingSettings, RateLimitSettings
 from missive.wire import reports
@@ -41,7 +41,9 @@ def test_bucket_refills_continuously_and_admits_all_or_nothing() -> None:
         assert not (await store.apply([rpm, tokens], "admit")).granted
         clock.now += 5
         granted = await store.apply([rpm, tokens], "admit")
-        assert granted.granted and granted.levels == pytest.approx([60 - 1, 0])  # 54 + 10 s at 1/s, capped at 60
+        assert granted.granted and granted.levels == pytest.approx(
+            [60 - 1, 0]
+        )  # 54 + 10 s at 1/s, capped at 60
         clock.now += 3600
         assert (await store.apply([rpm, tokens], "peek")).levels == pytest.approx([60, 600])  # full, not more
 
@@ -85,16 +87,27 @@ def test_redis_buckets_are_shared_exactly_by_several_front_ends() -> None:
 
 def _limiter() -> Limiter:
     settings = RateLimitSettings(
-        tiers={"t": {"requests_per_minute": 50, "input_tokens_per_minute": 30000, "output_tokens_per_minute": 8000,
-                     "count_tokens_requests_per_minute": 7, "models": {"big": {"requests_per_minute": 2}}}},
+        tiers={
+            "t": {
+                "requests_per_minute": 50,
+                "input_tokens_per_minute": 30000,
+                "output_tokens_per_minute": 8000,
+                "count_tokens_requests_per_minute": 7,
+                "models": {"big": {"requests_per_minute": 2}},
+            }
+        },
         default_tier="t",
-    )  # fmt: skip
+    )
     return Limiter(settings, MemoryBuckets())
 
 
 def test_limits_come_from_the_tier_with_model_overrides() -> None:
     limiter = _limiter()
-    assert limiter.pool("ws", None, "small").limits == {"requests": 50, "input-tokens": 30000, "output-tokens": 8000}
+    assert limiter.pool("ws", None, "small").limits == {
+        "requests": 50,
+        "input-tokens": 30000,
+        "output-tokens": 8000,
+    }
     assert limiter.pool("ws", "t", "big").limits == {"requests": 2}
     assert limiter.pool("ws", "unlimited", "small").limits == {}
     assert limiter.count_tokens_pool("ws", None).limits == {"requests": 7}
@@ -109,9 +122,13 @@ def test_headers_agree_with_the_buckets() -> None:
         headers = verdict.headers
         assert headers["anthropic-ratelimit-requests-limit"] == "50"
         assert headers["anthropic-ratelimit-requests-remaining"] == "49"
-        assert headers["anthropic-ratelimit-input-tokens-remaining"] == "18000"  # 17,655 to the nearest thousand
+        assert (
+            headers["anthropic-ratelimit-input-tokens-remaining"] == "18000"
+        )  # 17,655 to the nearest thousand
         assert headers["anthropic-ratelimit-output-tokens-remaining"] == "4000"
-        assert headers["anthropic-ratelimit-tokens-limit"] == "38000"  # 30000 + 8000, as the Claude API reports
+        assert (
+            headers["anthropic-ratelimit-tokens-limit"] == "38000"
+        )  # 30000 + 8000, as the Claude API reports
         assert headers["anthropic-ratelimit-tokens-remaining"] == "22000"  # 17,655 + 4,000
         now = datetime.now(UTC)
         input_reset = datetime.fromisoformat(headers["anthropic-ratelimit-input-tokens-reset"])
@@ -133,22 +150,38 @@ def test_prices_multipliers_and_batch_discount() -> None:
     million = 1_000_000
     sonnet = pricing.cost("claude-sonnet-4-6", Tokens(input=million, output=million))
     assert (sonnet.input, sonnet.output) == (usd_to_pico(3), usd_to_pico(15))
-    cached = pricing.cost("claude-sonnet-4-6", Tokens(cache_write_5m=million, cache_write_1h=million, cache_read=million))
-    assert cached.cache_write == usd_to_pico("3.75") + usd_to_pico(6) and cached.cache_read == usd_to_pico("0.30")
-    batch = pricing.cost("claude-sonnet-4-6", Tokens(input=million, cache_read=million, output=million), "batch")
-    assert (batch.input, batch.cache_read, batch.output) == (usd_to_pico("1.5"), usd_to_pico("0.15"), usd_to_pico("7.5"))
+    cached = pricing.cost(
+        "claude-sonnet-4-6", Tokens(cache_write_5m=million, cache_write_1h=million, cache_read=million)
+    )
+    assert cached.cache_write == usd_to_pico("3.75") + usd_to_pico(6) and cached.cache_read == usd_to_pico(
+        "0.30"
+    )
+    batch = pricing.cost(
+        "claude-sonnet-4-6", Tokens(input=million, cache_read=million, output=million), "batch"
+    )
+    assert (batch.input, batch.cache_read, batch.output) == (
+        usd_to_pico("1.5"),
+        usd_to_pico("0.15"),
+        usd_to_pico("7.5"),
+    )
     dated = pricing.cost("claude-haiku-4-5-20251001", Tokens(input=1, output=1))
     assert dated.total == usd_to_pico("0.000006")  # $1 + $5 per million, one token each
     assert pricing.cost("local", Tokens(cache_read=million)).total == usd_to_pico("0.01")
-    assert pricing.cost("smollm2", Tokens(input=million, output=million)).total == 0  # unpriced local model: free
-    assert pico_to_usd(usd_to_pico("12.3456789")) == "12.345679" and pico_to_cents(usd_to_pico("1.5")) == "150"
+    assert (
+        pricing.cost("smollm2", Tokens(input=million, output=million)).total == 0
+    )  # unpriced local model: free
+    assert (
+        pico_to_usd(usd_to_pico("12.3456789")) == "12.345679" and pico_to_cents(usd_to_pico("1.5")) == "150"
+    )
 
 
 def test_report_windows_align_paginate_and_refuse_bad_input() -> None:
     win = reports.window("2026-03-04T10:17:00Z", "2026-03-04T15:00:00Z", "1h", 2, None)
     assert win.buckets() == [(win.start, win.start + 3600), (win.start + 3600, win.start + 7200)]
     assert datetime.fromtimestamp(win.start, UTC).hour == 10 and win.has_more
-    following = reports.window("2026-03-04T10:17:00Z", "2026-03-04T15:00:00Z", "1h", 2, reports.next_page(win))
+    following = reports.window(
+        "2026-03-04T10:17:00Z", "2026-03-04T15:00:00Z", "1h", 2, reports.next_page(win)
+    )
     assert following.start == win.start + 7200 and following.has_more
     last = reports.window("2026-03-04T10:17:00Z", "2026-03-04T15:00:00Z", "1h", 24, None)
     assert len(last.buckets()) == 5 and not last.has_more and reports.next_page(last) is None

@@ -16,7 +16,9 @@ import sqlalchemy as sa
 
 from missive.settings import Settings
 
-_DATA_DIR = click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Where state lives.")
+_DATA_DIR = click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Where state lives."
+)
 
 
 def _db(ctx: click.Context, data_dir: Path | None) -> sa.Engine:
@@ -57,14 +59,25 @@ def keys() -> None:
 
 @keys.command("create")
 @click.option("--name", required=True, help="A name to recognise the key by.")
-@click.option("--workspace", "workspace_id", default="default", show_default=True, help="The key's workspace.")
+@click.option(
+    "--workspace", "workspace_id", default="default", show_default=True, help="The key's workspace."
+)
 @click.option("--expires-in", type=click.IntRange(min=1), help="Days until the key expires (default: never).")
-@click.option("--admin", is_flag=True, help="An admin key for the Admin API instead (of the whole organisation, "
-              "or of --workspace only if one is given).")  # fmt: skip
+@click.option(
+    "--admin",
+    is_flag=True,
+    help="An admin key for the Admin API instead (of the whole organisation, "
+    "or of --workspace only if one is given).",
+)
 @_DATA_DIR
 @click.pass_context
 def keys_create(
-    ctx: click.Context, name: str, workspace_id: str, expires_in: int | None, admin: bool, data_dir: Path | None
+    ctx: click.Context,
+    name: str,
+    workspace_id: str,
+    expires_in: int | None,
+    admin: bool,
+    data_dir: Path | None,
 ) -> None:
     """Create a key and print it. It is shown only this once; only its hash is stored."""
     from missive.store.keys import KeyStateError, create_admin_key, create_key
@@ -75,13 +88,18 @@ def keys_create(
         if admin:
             key, secret = create_admin_key(db, name, workspace_id if scope else None)
             where = f"workspace {workspace_id}" if scope else "the organisation"
-            click.echo(f"created admin key {key.id} ({key.name}) for {where}; copy it now, it is not shown again:",
-                       err=True)  # fmt: skip
+            click.echo(
+                f"created admin key {key.id} ({key.name}) for {where}; copy it now, it is not shown again:",
+                err=True,
+            )
         else:
             expires = datetime.now(UTC) + timedelta(days=expires_in) if expires_in else None
             api_key, secret = create_key(db, name, workspace_id, expires_at=expires)
-            click.echo(f"created {api_key.id} ({api_key.name}) in {workspace_id}; copy the key now, it is not shown "
-                       "again:", err=True)  # fmt: skip
+            click.echo(
+                f"created {api_key.id} ({api_key.name}) in {workspace_id}; copy the key now, it is not shown "
+                "again:",
+                err=True,
+            )
     except KeyStateError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(secret)
@@ -101,13 +119,17 @@ def keys_list(ctx: click.Context, workspace_id: str | None, admin: bool, data_di
         for admin_key in list_admin_keys(db):
             state = "inactive" if admin_key.disabled_at else "active"
             scope = admin_key.workspace_id or "(organisation)"
-            click.echo(f"{admin_key.id}  {admin_key.hint:<34} {state:<9} {admin_key.created_at:%Y-%m-%d %H:%M}  "
-                       f"{scope}  {admin_key.name}")  # fmt: skip
+            click.echo(
+                f"{admin_key.id}  {admin_key.hint:<34} {state:<9} {admin_key.created_at:%Y-%m-%d %H:%M}  "
+                f"{scope}  {admin_key.name}"
+            )
         return
     for key in list_keys(db, workspace_id):
         expires = f" expires {key.expires_at:%Y-%m-%d}" if key.expires_at else ""
-        click.echo(f"{key.id}  {key.hint:<28} {key.status:<9} {key.created_at:%Y-%m-%d %H:%M}  "
-                   f"{key.workspace_id}{expires}  {key.name}")  # fmt: skip
+        click.echo(
+            f"{key.id}  {key.hint:<28} {key.status:<9} {key.created_at:%Y-%m-%d %H:%M}  "
+            f"{key.workspace_id}{expires}  {key.name}"
+        )
 
 
 def _set_status(ctx: click.Context, key_id: str, status: str, data_dir: Path | None) -> None:
@@ -174,7 +196,9 @@ def workspaces() -> None:
     """Create, list, change and archive workspaces: a team's keys, rate-limit tier and budget."""
 
 
-_TIER = click.option("--tier", help="Rate-limit tier, from settings' rate_limits.tiers ('none' for the default).")
+_TIER = click.option(
+    "--tier", help="Rate-limit tier, from settings' rate_limits.tiers ('none' for the default)."
+)
 _LIMIT = click.option("--spend-limit", help="Monthly spend limit in USD ('none' for no limit).")
 _CREDIT = click.option("--credit", help="Prepaid credit balance in USD ('none' for post-paid).")
 
@@ -198,7 +222,12 @@ def _tier(ctx: click.Context, tier: str | None) -> str | None:
 @_DATA_DIR
 @click.pass_context
 def workspaces_create(
-    ctx: click.Context, name: str, tier: str | None, spend_limit: str | None, credit: str | None, data_dir: Path | None
+    ctx: click.Context,
+    name: str,
+    tier: str | None,
+    spend_limit: str | None,
+    credit: str | None,
+    data_dir: Path | None,
 ) -> None:
     """Create a workspace and print its id."""
     from missive.store.workspaces import create_workspace
@@ -229,8 +258,10 @@ def workspaces_list(ctx: click.Context, include_archived: bool, data_dir: Path |
     for ws in list_workspaces(db, include_archived):
         spent = spend_since(db, ws.id, since)
         archived = " (archived)" if ws.archived_at else ""
-        click.echo(f"{ws.id:<32} tier={ws.rate_limit_tier or 'default':<10} spent={_show_usd(spent)}"
-                   f"/{_show_usd(ws.monthly_spend_limit)} credit={_show_usd(ws.credit_balance)}  {ws.name}{archived}")  # fmt: skip
+        click.echo(
+            f"{ws.id:<32} tier={ws.rate_limit_tier or 'default':<10} spent={_show_usd(spent)}"
+            f"/{_show_usd(ws.monthly_spend_limit)} credit={_show_usd(ws.credit_balance)}  {ws.name}{archived}"
+        )
 
 
 @workspaces.command("update")

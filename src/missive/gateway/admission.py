@@ -31,7 +31,9 @@ def itpm_tokens(usage: Usage) -> int:
 
 
 class Admission:
-    def __init__(self, policy: Policy, pool: Pool, record: Record, charged: dict[str, float], headers: dict[str, str]):
+    def __init__(
+        self, policy: Policy, pool: Pool, record: Record, charged: dict[str, float], headers: dict[str, str]
+    ):
         self.policy = policy
         self.pool = pool
         self.record = record
@@ -93,6 +95,13 @@ class Admission:
             return
         log.info(
             "%s settled %s key=%s workspace=%s model=%s in=%d out=%d cost_pusd=%d %dms",
-            record.id, status, record.key_id, record.workspace_id, record.model,
-            record.input_tokens, record.output_tokens, cost.total, latency_ms,
-        )  # fmt: skip
+            record.id,
+            status,
+            record.key_id,
+            record.workspace_id,
+            record.model,
+            record.input_tokens,
+            record.output_tokens,
+            cost.total,
+            latency_ms,
+        )

@@ -53,7 +53,9 @@ def decide(charges: list[Charge], levels: list[float], mode: Mode) -> tuple[bool
         return False, wait, levels
     if mode == "peek":
         return True, 0.0, levels
-    after = [min(charge.capacity, level - charge.amount) for charge, level in zip(charges, levels, strict=True)]
+    after = [
+        min(charge.capacity, level - charge.amount) for charge, level in zip(charges, levels, strict=True)
+    ]
     return True, 0.0, after
 
 

@@ -49,7 +49,9 @@ class Ledger:
         self.settings = settings
         self.pricing = pricing
         self.instance_id = new_id("inst_")
-        self.writer = Writer(db, settings.synchronous_commit)  # every ledger write goes through it: group commits
+        self.writer = Writer(
+            db, settings.synchronous_commit
+        )  # every ledger write goes through it: group commits
         self._live: dict[str, _Live] = {}
 
     async def open(self, record: store.Record) -> None:
@@ -70,7 +72,9 @@ class Ledger:
         self._live.pop(record.id, None)
         cost = self.pricing.cost(record.model, tokens_of(record), record.service_tier)
         settlement = _settlement(record, status, cost, stop_reason, latency_ms)
-        await self.writer.write(lambda conn: store.settle(conn, record.id, settlement, (store.IN_FLIGHT, "interrupted")))
+        await self.writer.write(
+            lambda conn: store.settle(conn, record.id, settlement, (store.IN_FLIGHT, "interrupted"))
+        )
         return cost
 
     async def run(self) -> None:

@@ -68,7 +68,9 @@ class Limiter:
         tiers = self._settings.tiers
         tier = tiers.get(tier_name or self._settings.default_tier) or tiers[self._settings.default_tier]
         limits = {"requests": tier.count_tokens_requests_per_minute}
-        return Pool(workspace_id, "count_tokens", {name: value for name, value in limits.items() if value > 0})
+        return Pool(
+            workspace_id, "count_tokens", {name: value for name, value in limits.items() if value > 0}
+        )
 
     async def admit(self, pool: Pool, amounts: dict[str, float]) -> Verdict:
         """Take `amounts` (dimension -> units) from the pool's buckets, all or none."""

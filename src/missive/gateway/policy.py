@@ -63,11 +63,20 @@ class Policy:
             await self.spend.check(principal.workspace)
         pool = self.pool(principal, model)
         output_cap = pool.limits.get("output-tokens", max_tokens)
-        charged = {"requests": 1, "input-tokens": itpm_tokens(usage), "output-tokens": min(max_tokens, output_cap)}
+        charged = {
+            "requests": 1,
+            "input-tokens": itpm_tokens(usage),
+            "output-tokens": min(max_tokens, output_cap),
+        }
         verdict = await self.limiter.admit(pool, charged)
         if not verdict.granted:
-            log.info("%s rate limited: workspace=%s model=%s %s", request_id, principal.workspace_id, model,
-                     verdict.exceeded)  # fmt: skip
+            log.info(
+                "%s rate limited: workspace=%s model=%s %s",
+                request_id,
+                principal.workspace_id,
+                model,
+                verdict.exceeded,
+            )
             raise _rate_limited(verdict, f"for {model}")
         record = Record(
             id=request_id,
@@ -93,7 +102,9 @@ class Policy:
     async def admit_count_tokens(self, principal: Principal) -> dict[str, str]:
         """count_tokens' own RPM; returns its headers, or raises 429."""
         tier = principal.workspace.rate_limit_tier if principal.workspace else None
-        verdict = await self.limiter.admit(self.limiter.count_tokens_pool(principal.workspace_id, tier), {"requests": 1})
+        verdict = await self.limiter.admit(
+            self.limiter.count_tokens_pool(principal.workspace_id, tier), {"requests": 1}
+        )
         if not verdict.granted:
             raise _rate_limited(verdict, "for token counting")
         return verdict.headers

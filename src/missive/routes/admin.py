@@ -45,7 +45,7 @@ class _Body(BaseModel):
 class WorkspaceCreate(_Body):
     name: str = Field(min_length=1, max_length=40)
     rate_limit_tier: str | None = None
-    monthly_spend_limit: str | None = Field(default=None, description="USD, e.g. \"100.00\"")
+    monthly_spend_limit: str | None = Field(default=None, description='USD, e.g. "100.00"')
     credit_balance: str | None = Field(default=None, description="USD of prepaid credit")
 
 
@@ -162,8 +162,11 @@ async def create_workspace(request: Request) -> JSONResponse:
 
 async def _find_workspace(request: Request, admin: AdminKey) -> workspace_store.Workspace:
     workspace_id = request.path_params["workspace_id"]
-    workspace = None if "\x00" in workspace_id else await _run(workspace_store.get_workspace, request.app.state.db,
-                                                                 workspace_id)  # fmt: skip
+    workspace = (
+        None
+        if "\x00" in workspace_id
+        else await _run(workspace_store.get_workspace, request.app.state.db, workspace_id)
+    )
     if workspace is None or not _visible(admin, workspace_id):
         raise not_found(f"workspace {workspace_id} not found")
     return workspace
@@ -210,7 +213,9 @@ async def list_keys(request: Request) -> JSONResponse:
     if admin.workspace_id and query.workspace_id not in (None, admin.workspace_id):
         return JSONResponse(paginate([], query))
     found = await _run(key_store.list_keys, request.app.state.db, workspace_id)
-    items = [api_key_json(key) for key in reversed(found) if query.status in (None, key.status)]  # newest first
+    items = [
+        api_key_json(key) for key in reversed(found) if query.status in (None, key.status)
+    ]  # newest first
     return JSONResponse(paginate(items, query))
 
 
@@ -251,7 +256,9 @@ async def update_key(request: Request) -> JSONResponse:
     key = await _find_key(request, admin)
     body: KeyUpdate = await _body(request, KeyUpdate)
     try:
-        updated = await _run(key_store.update_key, request.app.state.db, key.id, name=body.name, status=body.status)
+        updated = await _run(
+            key_store.update_key, request.app.state.db, key.id, name=body.name, status=body.status
+        )
     except key_store.KeyStateError as exc:
         raise invalid(str(exc)) from None
     return JSONResponse(api_key_json(updated))
@@ -300,11 +307,15 @@ def _filters(request: Request, admin: AdminKey) -> dict[str, list[str]] | None:
     return filters
 
 
-async def _summed(request: Request, win: reports.Window, group_by: list[str], admin: AdminKey) -> list[dict[str, Any]]:
+async def _summed(
+    request: Request, win: reports.Window, group_by: list[str], admin: AdminKey
+) -> list[dict[str, Any]]:
     filters = _filters(request, admin)
     if filters is None:
         return []
-    return await _run(report_store.summed, request.app.state.db, win.start, win.end, win.width, group_by, filters)
+    return await _run(
+        report_store.summed, request.app.state.db, win.start, win.end, win.width, group_by, filters
+    )
 
 
 def _group_by(request: Request, allowed: tuple[str, ...]) -> list[str]:

@@ -69,7 +69,7 @@ def hash_key(secret: str) -> str:
 
 
 def _hint(secret: str, prefix: str) -> str:
-    return f"{secret[:len(prefix) + 4]}...{secret[-4:]}"
+    return f"{secret[: len(prefix) + 4]}...{secret[-4:]}"
 
 
 def create_key(
@@ -85,7 +85,15 @@ def create_key(
     _require_open_workspace(db, workspace_id)
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
     key = ApiKey(
-        new_id("apikey_"), name, workspace_id, _hint(secret, KEY_PREFIX), now(), None, None, utc(expires_at), created_by
+        new_id("apikey_"),
+        name,
+        workspace_id,
+        _hint(secret, KEY_PREFIX),
+        now(),
+        None,
+        None,
+        utc(expires_at),
+        created_by,
     )
     with db.begin() as conn:
         conn.execute(
@@ -115,13 +123,12 @@ def find_caller(db: sa.Engine, secret: str) -> tuple[ApiKey, Workspace] | None:
     """An active key with this secret and its open workspace, in one query (every request does this)."""
     from missive.store.workspaces import workspace_from_row
 
-    query = (
-        sa.select(api_keys, *_WORKSPACE_COLUMNS)
-        .join(workspaces, workspaces.c.id == api_keys.c.workspace_id)
-        .where(api_keys.c.key_hash == hash_key(secret))
-    )
     with db.connect() as conn:  # one statement, no transaction around it: no BEGIN/ROLLBACK round trips
-        row = conn.execution_options(isolation_level="AUTOCOMMIT").execute(query).first()
+        row = (
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            .execute(_CALLER, {"key_hash": hash_key(secret)})
+            .first()
+        )
     if row is None or row.ws_archived_at is not None:
         return None
     key = _key(row)
@@ -180,7 +187,9 @@ def disable_key(db: sa.Engine, key_id: str) -> bool:
     with db.begin() as conn:
         result = conn.execute(
             api_keys.update()
-            .where(api_keys.c.id == key_id, api_keys.c.disabled_at.is_(None), api_keys.c.archived_at.is_(None))
+            .where(
+                api_keys.c.id == key_id, api_keys.c.disabled_at.is_(None), api_keys.c.archived_at.is_(None)
+            )
             .values(disabled_at=now())
         )
     return result.rowcount > 0
@@ -217,7 +226,9 @@ def create_admin_key(db: sa.Engine, name: str, workspace_id: str | None = None) 
 def find_admin_key(db: sa.Engine, secret: str) -> AdminKey | None:
     with db.connect() as conn:
         row = conn.execute(
-            sa.select(admin_keys).where(admin_keys.c.key_hash == hash_key(secret), admin_keys.c.disabled_at.is_(None))
+            sa.select(admin_keys).where(
+                admin_keys.c.key_hash == hash_key(secret), admin_keys.c.disabled_at.is_(None)
+            )
         ).first()
     return _admin_key(row) if row else None
 
@@ -239,6 +250,11 @@ def disable_admin_key(db: sa.Engine, key_id: str) -> bool:
 
 
 _WORKSPACE_COLUMNS = [column.label(f"ws_{column.name}") for column in workspaces.c]
+_CALLER = (  # built once: the statement every request runs
+    sa.select(api_keys, *_WORKSPACE_COLUMNS)
+    .join(workspaces, workspaces.c.id == api_keys.c.workspace_id)
+    .where(api_keys.c.key_hash == sa.bindparam("key_hash"))
+)
 
 
 def _require_open_workspace(db: sa.Engine, workspace_id: str) -> None:
@@ -265,4 +281,6 @@ def _key(row: sa.Row) -> ApiKey:  # type: ignore[type-arg]
 
 
 def _admin_key(row: sa.Row) -> AdminKey:  # type: ignore[type-arg]
-    return AdminKey(row.id, row.name, row.workspace_id, row.hint, utc(row.created_at), utc(row.disabled_at))  # type: ignore[arg-type]
+    created_at = utc(row.created_at)
+    assert created_at is not None
+    return AdminKey(row.id, row.name, row.workspace_id, row.hint, created_at, utc(row.disabled_at))

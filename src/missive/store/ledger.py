@@ -20,7 +20,13 @@ from missive.store.db import instances, usage_records, workspaces
 from missive.store.times import now
 
 IN_FLIGHT = "in_flight"
-TOKEN_COLUMNS = ("input_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens", "output_tokens")
+TOKEN_COLUMNS = (
+    "input_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "cache_read_tokens",
+    "output_tokens",
+)
 COST_COLUMNS = ("cost_input", "cost_cache_write", "cost_cache_read", "cost_output", "cost")
 
 
@@ -51,10 +57,21 @@ class Settlement:
     latency_ms: int | None = None
 
 
-def open_record(conn: sa.Connection, record: Record, created_at: datetime) -> None:
-    conn.execute(
-        usage_records.insert().values(**record.__dict__, created_at=created_at, **{column: 0 for column in COST_COLUMNS})
+_ZERO_COSTS = {column: 0 for column in COST_COLUMNS}
+_INSERT = usage_records.insert()  # statements built once: each request runs them
+_SETTLE_IN_FLIGHT = (
+    usage_records.update()
+    .where(
+        usage_records.c.id == sa.bindparam("record_id"),
+        usage_records.c.status == IN_FLIGHT,
+        usage_records.c.cost == 0,
     )
+    .returning(usage_records.c.workspace_id)
+)
+
+
+def open_record(conn: sa.Connection, record: Record, created_at: datetime) -> None:
+    conn.execute(_INSERT, {**record.__dict__, "created_at": created_at, **_ZERO_COSTS})
 
 
 def checkpoint(conn: sa.Connection, progress: dict[str, int]) -> None:
@@ -67,7 +84,9 @@ def checkpoint(conn: sa.Connection, progress: dict[str, int]) -> None:
         )
 
 
-def settle(conn: sa.Connection, record_id: str, settlement: Settlement, from_statuses: tuple[str, ...]) -> bool:
+def settle(
+    conn: sa.Connection, record_id: str, settlement: Settlement, from_statuses: tuple[str, ...]
+) -> bool:
     """Settle a row that is in one of `from_statuses`; False if it was not (already settled)."""
     values = {
         "status": settlement.status,
@@ -78,12 +97,7 @@ def settle(conn: sa.Connection, record_id: str, settlement: Settlement, from_sta
         **settlement.costs,
     }
     if IN_FLIGHT in from_statuses:  # the usual case: a row in flight, which costs 0 until settled
-        first = conn.execute(
-            usage_records.update()
-            .where(usage_records.c.id == record_id, usage_records.c.status == IN_FLIGHT, usage_records.c.cost == 0)
-            .values(**values)
-            .returning(usage_records.c.workspace_id)
-        ).first()
+        first = conn.execute(_SETTLE_IN_FLIGHT.values(**values), {"record_id": record_id}).first()
         if first is not None:
             _charge(conn, first.workspace_id, settlement.costs["cost"])
             return True
@@ -133,7 +147,9 @@ def orphans(db: sa.Engine, now_ms: int, dead_after_ms: int) -> list[Record]:
 
 
 def heartbeat(conn: sa.Connection, instance_id: str, now_ms: int) -> None:
-    updated = conn.execute(instances.update().where(instances.c.id == instance_id).values(heartbeat=now_ms)).rowcount
+    updated = conn.execute(
+        instances.update().where(instances.c.id == instance_id).values(heartbeat=now_ms)
+    ).rowcount
     if not updated:
         conn.execute(instances.insert().values(id=instance_id, started_at=now(), heartbeat=now_ms))
 

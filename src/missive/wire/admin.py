@@ -37,7 +37,10 @@ def api_key_json(key: ApiKey) -> dict[str, Any]:
         "name": key.name,
         "workspace_id": key.workspace_id,
         "created_at": rfc3339(key.created_at),
-        "created_by": {"id": key.created_by or "missive-cli", "type": "admin_key" if key.created_by else "user"},
+        "created_by": {
+            "id": key.created_by or "missive-cli",
+            "type": "admin_key" if key.created_by else "user",
+        },
         "partial_key_hint": key.hint,
         "status": key.status,
         "expires_at": rfc3339(key.expires_at),

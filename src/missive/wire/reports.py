@@ -116,22 +116,40 @@ def cost_report(win: Window, rows: list[dict[str, Any]], group_by: list[str]) ->
         }
         results = by_bucket.setdefault(row["bucket"], [])
         if "description" not in group_by:
-            results.append({**common, "amount": pico_to_cents(row["cost"]), "description": None,
-                            "cost_type": None, "model": None, "token_type": None})  # fmt: skip
+            results.append(
+                {
+                    **common,
+                    "amount": pico_to_cents(row["cost"]),
+                    "description": None,
+                    "cost_type": None,
+                    "model": None,
+                    "token_type": None,
+                }
+            )
             continue
         for column, token_type, words in _TOKEN_TYPES:
             if row[column]:
-                results.append({
-                    **common, "amount": pico_to_cents(row[column]), "description": f"{row['model']} Usage - {words}",
-                    "cost_type": "tokens", "model": row["model"], "token_type": token_type,
-                    "service_tier": row["service_tier"],
-                })  # fmt: skip
+                results.append(
+                    {
+                        **common,
+                        "amount": pico_to_cents(row[column]),
+                        "description": f"{row['model']} Usage - {words}",
+                        "cost_type": "tokens",
+                        "model": row["model"],
+                        "token_type": token_type,
+                        "service_tier": row["service_tier"],
+                    }
+                )
     return _page(win, by_bucket)
 
 
 def _page(win: Window, by_bucket: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
     data = [
-        {"starting_at": _iso(start), "ending_at": _iso(end), "results": by_bucket.get((start - win.start) // win.width, [])}
+        {
+            "starting_at": _iso(start),
+            "ending_at": _iso(end),
+            "results": by_bucket.get((start - win.start) // win.width, []),
+        }
         for start, end in win.buckets()
     ]
     return {"data": data, "has_more": win.has_more, "next_page": next_page(win)}

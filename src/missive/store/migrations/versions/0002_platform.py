@@ -39,7 +39,8 @@ def upgrade() -> None:
         sa.Column("credit_balance", sa.BigInteger, nullable=True),
     )
     op.bulk_insert(
-        workspaces, [{"id": "default", "name": "Default Workspace", "display_color": "#6C5BB9", "created_at": now}]
+        workspaces,
+        [{"id": "default", "name": "Default Workspace", "display_color": "#6C5BB9", "created_at": now}],
     )
     with op.batch_alter_table("api_keys") as batch:
         batch.add_column(sa.Column("archived_at", sa.DateTime(timezone=True), nullable=True))
@@ -72,8 +73,16 @@ def upgrade() -> None:
         *[
             sa.Column(name, sa.BigInteger, nullable=False)
             for name in (
-                "input_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens",
-                "output_tokens", "cost_input", "cost_cache_write", "cost_cache_read", "cost_output", "cost",
+                "input_tokens",
+                "cache_write_5m_tokens",
+                "cache_write_1h_tokens",
+                "cache_read_tokens",
+                "output_tokens",
+                "cost_input",
+                "cost_cache_write",
+                "cost_cache_read",
+                "cost_output",
+                "cost",
             )
         ],  # fmt: skip
         sa.Column("latency_ms", sa.Integer, nullable=True),
