@@ -226,3 +226,31 @@ def test_the_writer_commits_groups_and_one_bad_write_fails_alone(db: sa.Engine) 
     assert results[:20] == [None] * 20 and isinstance(results[20], sa.exc.IntegrityError)
     with db.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM usage_records")).scalar_one() == 20
+
+
+def test_a_settlement_the_database_refuses_is_retried(db: sa.Engine) -> None:
+    team = workspace_store.create_workspace(db, "r")
+    ledger = Ledger(db, LedgerSettings(), Pricing(PricingSettings()))
+    record = _record("req_retry", team.id, input_tokens=10)
+
+    async def run() -> None:
+        await ledger.open(record)
+        real_write = ledger._write_settlement
+        failing = True
+
+        async def flaky(record_id: str, settlement: ledger_store.Settlement) -> None:
+            if failing:
+                raise sa.exc.OperationalError("UPDATE", {}, Exception("database is away"))
+            await real_write(record_id, settlement)
+
+        ledger._write_settlement = flaky  # type: ignore[method-assign]
+        record.output_tokens = 3
+        await ledger.settle(record, "succeeded", "end_turn", 5)
+        assert ledger_store.get_record(db, "req_retry")["status"] == "in_flight"  # type: ignore[index]
+        failing = False
+        await ledger.tick()
+        await ledger.close()
+
+    asyncio.run(run())
+    row = ledger_store.get_record(db, "req_retry")
+    assert row is not None and row["status"] == "succeeded" and row["output_tokens"] == 3

@@ -53,6 +53,7 @@ class Ledger:
             db, settings.synchronous_commit
         )  # every ledger write goes through it: group commits
         self._live: dict[str, _Live] = {}
+        self._unsettled: dict[str, store.Settlement] = {}  # settlements the database refused for now
 
     async def open(self, record: store.Record) -> None:
         record.instance_id = self.instance_id
@@ -72,10 +73,17 @@ class Ledger:
         self._live.pop(record.id, None)
         cost = self.pricing.cost(record.model, tokens_of(record), record.service_tier)
         settlement = _settlement(record, status, cost, stop_reason, latency_ms)
-        await self.writer.write(
-            lambda conn: store.settle(conn, record.id, settlement, (store.IN_FLIGHT, "interrupted"))
-        )
+        try:
+            await self._write_settlement(record.id, settlement)
+        except Exception:  # the database is away: keep it, and try again at every tick
+            log.exception("%s could not be settled now; will retry", record.id)
+            self._unsettled[record.id] = settlement
         return cost
+
+    async def _write_settlement(self, record_id: str, settlement: store.Settlement) -> None:
+        await self.writer.write(
+            lambda conn: store.settle(conn, record_id, settlement, (store.IN_FLIGHT, "interrupted"))
+        )
 
     async def run(self) -> None:
         """Beat, checkpoint and recover, for as long as the server runs."""
@@ -89,6 +97,9 @@ class Ledger:
     async def tick(self) -> None:
         beat = _ms()
         await self.writer.write(lambda conn: store.heartbeat(conn, self.instance_id, beat))
+        for record_id, settlement in list(self._unsettled.items()):
+            await self._write_settlement(record_id, settlement)
+            del self._unsettled[record_id]
         changed = {
             record_id: live.record.output_tokens
             for record_id, live in list(self._live.items())
