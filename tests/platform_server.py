@@ -28,6 +28,9 @@ default_model = "smollm2-135m-instruct"
 ping_interval = 0.5
 {database}
 
+[local]
+threads = 1  # two front ends may generate at once in a test; each keeps to one core
+
 [[models]]
 id = "smollm2-135m-instruct"
 context_window = 2048
