@@ -47,6 +47,7 @@ THREADS = 2
 FRESH_CONNECTIONS = httpx.Limits(max_connections=64, max_keepalive_connections=0)
 PARALLEL = 8
 CONTEXT_PER_SLOT = 2048
+UNIFIED_KV = os.environ.get("BENCH_UNIFIED_KV") == "1"  # Missive's unified_kv setting, for comparison
 TOPICS = ["a lighthouse", "a river", "the moon", "a clockmaker", "a desert", "a violin", "a glacier", "a market",
           "a comet", "an orchard", "a harbour", "a library", "a volcano", "a forest", "a bridge", "a garden"]
 SYSTEM = ("You are the reference librarian of a large public library. Answer questions about books, "
@@ -78,7 +79,8 @@ def missive(max_queue: int = 32) -> Iterator[Target]:
     with tempfile.TemporaryDirectory() as data:
         config = Path(data) / "missive.toml"
         config.write_text(
-            f'[local]\nthreads = {THREADS}\nparallel = {PARALLEL}\nmax_queue = {max_queue}\n\n'
+            f'[local]\nthreads = {THREADS}\nparallel = {PARALLEL}\nmax_queue = {max_queue}\n'
+            f'unified_kv = {str(UNIFIED_KV).lower()}\n\n'
             f'[[models]]\nid = "smollm2"\ncontext_window = {CONTEXT_PER_SLOT}\n'
         )
         env = {**os.environ, "MISSIVE_DATA_DIR": data, "MISSIVE_CONFIG": str(config), "MISSIVE_DEFAULT_MODEL": "smollm2"}
@@ -266,7 +268,7 @@ def main() -> None:
         for key in mine:
             ratio = mine[key] / peer[key] if peer.get(key) else float("nan")
             print(f"{key:<46} {mine[key]:>10.1f} {peer.get(key, float('nan')):>13.1f} {ratio:>7.2f}")
-    print(f"\n{THREADS} threads, {PARALLEL} parallel slots x {CONTEXT_PER_SLOT} tokens, model {model_path().name}")
+    print(f"\n{THREADS} threads, {PARALLEL} parallel slots x {CONTEXT_PER_SLOT} tokens, unified_kv={UNIFIED_KV}, model {model_path().name}")
 
 
 if __name__ == "__main__":

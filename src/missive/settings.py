@@ -50,6 +50,11 @@ class LocalEngineSettings(BaseModel):
         default=256, ge=16, description="Prompt tokens evaluated per step, so long prompts do not stall streams"
     )
     flash_attention: bool = True
+    unified_kv: bool = Field(
+        default=False,
+        description="One KV buffer for all sequences: faster with many sequences, but a sequence's numbers then "
+        "depend on what else runs, so greedy output under load may differ from the same request alone",
+    )
     max_queue: int = Field(default=32, ge=0, description="Requests waiting for a sequence; beyond it, 529")
     max_queue_wait: float = Field(default=60.0, gt=0, description="Seconds a request may wait; then 529")
     prompt_cache_mib: int = Field(

@@ -1,9 +1,10 @@
 """One GGUF model loaded with llama.cpp: weights, one context of `parallel` sequences, the chat template
 and the tokenizer.
 
-The context keeps one KV stream per sequence (not a unified buffer): each sequence attends over its
-own cells only, so a sequence's numbers do not depend on what else is in the batch, and greedy output
-under load equals the output of the same request alone.
+By default the context keeps one KV stream per sequence (not a unified buffer): each sequence attends
+over its own cells only, so a sequence's numbers do not depend on what else is in the batch, and
+greedy output under load equals the output of the same request alone. `unified_kv` trades that for
+throughput with many sequences.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class LocalModel:
         cparams = llama_cpp.llama_context_default_params()
         cparams.n_ctx = self.n_ctx_seq * self.parallel
         cparams.n_seq_max = self.parallel
-        cparams.kv_unified = False
+        cparams.kv_unified = engine.unified_kv
         cparams.n_batch = max(engine.prefill_chunk, self.parallel)
         cparams.n_ubatch = cparams.n_batch
         threads = engine.threads or max(1, _cpu_count())
