@@ -184,10 +184,18 @@ class Scheduler:
 
     def _start(self, job: Job) -> None:
         """Give a job a slot, reuse what the KV cache already holds, and report its input usage."""
+        slot, reused = self._choose_slot(job.prompt.tokens, job.workspace)
+        slot.busy, slot.workspace = True, job.workspace
+        try:
+            self._start_in(slot, reused, job)
+        except Exception:
+            slot.busy = False
+            self._clear(slot)
+            raise
+
+    def _start_in(self, slot: Slot, reused: int, job: Job) -> None:
         started = self.clock()
         tokens = job.prompt.tokens
-        slot, reused = self._choose_slot(tokens, job.workspace)
-        slot.busy, slot.workspace = True, job.workspace
 
         breakpoints = job.prompt.breakpoints
         hit = None
