@@ -66,18 +66,21 @@ class ToolSpec:
     schema: dict
 
 
+def tool_spec(tool: object) -> ToolSpec | None:
+    """What the model is told about one tool; None for server tools, which it cannot call here."""
+    if isinstance(tool, rq.CustomTool):
+        return ToolSpec(tool.name, tool.description or "", tool.input_schema.model_dump(exclude_none=True))
+    if isinstance(tool, rq.BashTool):
+        return ToolSpec(tool.name, "Run a shell command in a persistent bash session.", CLIENT_TOOL_SCHEMAS["bash"])
+    if isinstance(tool, rq.TextEditorTool):
+        return ToolSpec(tool.name, "View, create and edit text files.", CLIENT_TOOL_SCHEMAS["text_editor"])
+    if isinstance(tool, rq.MemoryTool):
+        return ToolSpec(tool.name, "Read and write files in the /memories directory.", CLIENT_TOOL_SCHEMAS["memory"])
+    return None
+
+
 def tool_specs(params: rq.ConversationParams) -> list[ToolSpec]:
-    specs = []
-    for tool in params.tools or []:
-        if isinstance(tool, rq.CustomTool):
-            specs.append(ToolSpec(tool.name, tool.description or "", tool.input_schema.model_dump(exclude_none=True)))
-        elif isinstance(tool, rq.BashTool):
-            specs.append(ToolSpec(tool.name, "Run a shell command in a persistent bash session.", CLIENT_TOOL_SCHEMAS["bash"]))
-        elif isinstance(tool, rq.TextEditorTool):
-            specs.append(ToolSpec(tool.name, "View, create and edit text files.", CLIENT_TOOL_SCHEMAS["text_editor"]))
-        elif isinstance(tool, rq.MemoryTool):
-            specs.append(ToolSpec(tool.name, "Read and write files in the /memories directory.", CLIENT_TOOL_SCHEMAS["memory"]))
-    return specs
+    return [spec for tool in params.tools or [] if (spec := tool_spec(tool)) is not None]
 
 
 @dataclass
@@ -212,14 +215,14 @@ def to_chat(generation: Generation) -> ChatPrompt:
 
 def _tools_section(params: rq.ConversationParams) -> list[tuple[str, Ttl | None]]:
     """Missive's tool-use prompt: one piece per tool (each can carry a breakpoint), then how to call."""
-    specs = tool_specs(params)
-    if not specs:
+    described = [(spec, tool) for tool in params.tools or [] if (spec := tool_spec(tool)) is not None]
+    if not described:
         return []
     pieces: list[tuple[str, Ttl | None]] = [("# Tools\n\nYou can call these tools. Each is described in JSON: its name, "
                                              "what it does, and the JSON schema of its input.", None)]
-    for spec, tool in zip(specs, params.tools or []):
-        described = {"name": spec.name, "description": spec.description, "input_schema": spec.schema}
-        pieces.append((json.dumps(described, ensure_ascii=False), _ttl(tool)))
+    for spec, tool in described:
+        entry = {"name": spec.name, "description": spec.description, "input_schema": spec.schema}
+        pieces.append((json.dumps(entry, ensure_ascii=False), _ttl(tool)))
     choice = params.tool_choice
     rule = {
         "any": "You must call at least one tool.",

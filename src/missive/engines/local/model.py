@@ -120,7 +120,7 @@ class LocalModel:
             at += len(part.encode())
             offsets.append(at)
         boundaries = self._positions(tokens, offsets, skip=1 if self._adds_bos(text) else 0)
-        breakpoints = [(pos, ttl) for pos, ttl in zip(boundaries, chat.marks) if ttl is not None]
+        breakpoints = [(pos, ttl) for pos, ttl in zip(boundaries, chat.marks, strict=True) if ttl is not None]
         return Prompt(tokens, boundaries, breakpoints)
 
     def _positions(self, tokens: list[int], offsets: list[int], skip: int) -> list[int]:

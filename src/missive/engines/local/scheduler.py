@@ -299,7 +299,7 @@ class Scheduler:
         decoding = [s for s in self.running if s.pending is not None]
         if decoding:
             self.batch.reset()
-            for index, sequence in enumerate(decoding):
+            for sequence in decoding:
                 self._add(sequence.pending, sequence.n_past, sequence.slot.seq_id, True)
             self._decode()
             for index, sequence in enumerate(decoding):
