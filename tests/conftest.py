@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -85,13 +86,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@contextlib.contextmanager
-def run_server(root: Path, config: str) -> Iterator[Server]:
-    """Start `python -m missive serve` with this config and a fresh data directory; stop it after."""
+def launch(root: Path, config: str, log_name: str = "server.log") -> tuple[subprocess.Popen[bytes], Server]:
+    """Start `python -m missive serve` on `root/data` with `config`; returns once it takes requests."""
     config_path = root / "missive.toml"
     config_path.write_text(config)
     data_dir = root / "data"
-    log_path = root / "server.log"
+    log_path = root / log_name
     port = free_port()
     env = {**os.environ, "MISSIVE_DATA_DIR": str(data_dir), "MISSIVE_CONFIG": str(config_path)}
     with log_path.open("w") as log_file:
@@ -101,22 +101,36 @@ def run_server(root: Path, config: str) -> Iterator[Server]:
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while "Application startup complete" not in log_path.read_text():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start:\n{log_path.read_text()}")
-            time.sleep(0.1)
-        key = re.search(r"^\s+(sk-missive-\S+)$", log_path.read_text(), re.M)
-        assert key, "the first start must print a key"
-        yield Server(base_url, key.group(1), log_path, data_dir, config_path)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
+    deadline = time.monotonic() + 120
+    while "Application startup complete" not in log_path.read_text():
+        if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
+            raise RuntimeError(f"server did not start:\n{log_path.read_text()}")
+        time.sleep(0.05)
+    key = re.search(r"^\s+(sk-missive-\S+)$", log_path.read_text(), re.M)
+    return process, Server(f"http://127.0.0.1:{port}", key.group(1) if key else "", log_path, data_dir, config_path)
+
+
+def stop(process: subprocess.Popen[bytes], hard: bool = False) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGKILL if hard else signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextlib.contextmanager
+def run_server(root: Path, config: str) -> Iterator[Server]:
+    """A server with a fresh data directory, for the length of the block."""
+    process, server = launch(root, config)
+    try:
+        assert server.api_key, "the first start must print a key"
+        yield server
+    finally:
+        stop(process)
 
 
 @pytest.fixture(scope="session")

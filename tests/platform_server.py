@@ -7,19 +7,14 @@ Tiers with small limits make rate limiting observable; the test model is priced 
 from __future__ import annotations
 
 import contextlib
-import os
-import re
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-from conftest import Server, free_port
+from conftest import Server, launch, stop
 
 BACKENDS = ("sqlite-memory", "postgresql-redis")
 
@@ -83,44 +78,6 @@ def config_for(backend: str, database_url: str, prefix: str, redis_url: str) -> 
     limiter = "redis" if backend == "postgresql-redis" else "memory"
     database = f'database_url = "{database_url}"'
     return CONFIG.format(database=database, limiter=limiter, redis_url=redis_url, prefix=prefix)
-
-
-def launch(root: Path, config: str, log_name: str = "server.log") -> tuple[subprocess.Popen[bytes], Server]:
-    """Start `missive serve` on `root/data` with `config`; returns once it takes requests."""
-    config_path = root / "missive.toml"
-    config_path.write_text(config)
-    data_dir = root / "data"
-    log_path = root / log_name
-    port = free_port()
-    env = {**os.environ, "MISSIVE_DATA_DIR": str(data_dir), "MISSIVE_CONFIG": str(config_path)}
-    with log_path.open("w") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-u", "-m", "missive", "serve", "--port", str(port)],
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 120
-    while "Application startup complete" not in log_path.read_text():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"server did not start:\n{log_path.read_text()}")
-        time.sleep(0.05)
-    key = re.search(r"^\s+(sk-missive-\S+)$", log_path.read_text(), re.M)
-    return process, Server(
-        f"http://127.0.0.1:{port}", key.group(1) if key else "", log_path, data_dir, config_path
-    )
-
-
-def stop(process: subprocess.Popen[bytes], hard: bool = False) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGKILL if hard else signal.SIGTERM)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @contextlib.contextmanager
