@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 # A second model entry over the same GGUF: small limits, an explicit alias. It makes the registry
-# real (two models, pagination) and makes the context-limit tests cheap.
+# real (several models, pagination) and makes the context-limit tests cheap.
 CONFIG = """
 default_model = "smollm2-135m-instruct"
 ping_interval = 0.5
@@ -43,6 +43,11 @@ id = "smollm2-small"
 context_window = 256
 max_output_tokens = 200
 aliases = ["tiny"]
+
+[[models]]
+id = "smollm2-think"
+context_window = 2048
+reasoning = true
 """
 
 

@@ -121,3 +121,13 @@ def test_message_builder_assembles_every_block_kind() -> None:
     assert message["stop_reason"] == "tool_use"
     assert message["usage"]["output_tokens"] == 9
     assert message["usage"]["output_tokens_details"] == {"thinking_tokens": 2}
+
+
+def test_thinking_splitter_holds_back_a_partial_closing_tag() -> None:
+    from missive.engines.local.thinking import ThinkingSplitter
+
+    splitter = ThinkingSplitter()
+    assert splitter.feed("Let me think</th") == ("Let me think", None)
+    assert splitter.feed("ink>\n\nThe answer") == ("", "The answer")
+    assert splitter.done
+    assert ThinkingSplitter().feed("a<b</think>c") == ("a<b", "c")

@@ -36,6 +36,10 @@ class ModelSettings(BaseModel):
         "a generation that reaches the end of the context stops with model_context_window_exceeded.",
     )
     aliases: list[str] = Field(default_factory=list, description="Other model ids that resolve to this model")
+    reasoning: bool = Field(
+        default=False,
+        description="The model thinks in <think>...</think> before answering: its thinking becomes thinking blocks",
+    )
     min_cache_tokens: int = Field(
         default=1024, ge=1, description="Shortest prefix that cache_control caches; shorter ones are silently not"
     )

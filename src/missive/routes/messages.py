@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from missive.engines.base import Generation, Started
+from missive.engines.base import BlockStart, BlockStop, Delta, Event, Generation, Started
 from missive.engines.registry import Registry
 from missive.gateway.policy import Policy
 from missive.routes.context import CallContext, call_context, read_params
@@ -17,6 +18,7 @@ from missive.wire import validate
 from missive.wire.errors import ApiError, invalid
 from missive.wire.ids import new_id
 from missive.wire.messages import MessageBuilder
+from missive.wire.signatures import sign_thinking
 
 log = logging.getLogger("missive.messages")
 
@@ -60,7 +62,7 @@ async def _create_message(request: Request, context: CallContext, policy: Policy
             f"of output tokens for {params.model}"
         )
 
-    events = registry.resolve(params.model).engine.generate(generation)
+    events = _signed(registry.resolve(params.model).engine.generate(generation), request.app.state.thinking_key)
     first = await anext(events)  # errors up to here are plain HTTP errors
     assert isinstance(first, Started)
     try:
@@ -101,3 +103,17 @@ async def count_tokens(request: Request) -> Response:
     except ApiError as error:
         await policy.count_tokens_headers(error, context.principal)
         raise
+
+
+async def _signed(events: AsyncIterator[Event], key: bytes) -> AsyncIterator[Event]:
+    """Sign every thinking block, whatever engine wrote it: a `signature` delta just before its stop."""
+    thinking: list[str] | None = None
+    async for event in events:
+        if isinstance(event, BlockStart):
+            thinking = [] if event.kind == "thinking" else None
+        elif isinstance(event, Delta) and event.kind == "thinking" and thinking is not None:
+            thinking.append(event.text)
+        elif isinstance(event, BlockStop) and thinking is not None:
+            yield Delta("signature", sign_thinking(key, "".join(thinking)))
+            thinking = None
+        yield event

@@ -19,6 +19,7 @@ from missive.engines.base import Capabilities, Event, Finished, Generation, Mode
 from missive.engines.local import grammar
 from missive.engines.local.model import LocalModel, Prompt
 from missive.engines.local.sampling import Sampling
+from missive.engines.local.thinking import SKIP_THINKING, THINK_OPEN
 from missive.engines.local.scheduler import Job, Scheduler
 from missive.engines.prompt import check_input_support, to_chat, tool_specs
 from missive.settings import LocalEngineSettings, ModelSettings
@@ -46,7 +47,7 @@ class LocalEngine:
                 display_name=config.display_name or config.id,
                 context_window=config.context_window,
                 max_output_tokens=config.max_output_tokens,
-                capabilities=Capabilities(tools=True, structured_outputs=True),
+                capabilities=Capabilities(tools=True, structured_outputs=True, thinking=config.reasoning),
             )
             for config in self._configs
         ]
@@ -67,6 +68,8 @@ class LocalEngine:
     def _prompt(self, generation: Generation, with_boundaries: bool) -> Prompt:
         check_input_support(generation.params, generation.model)
         chat = to_chat(generation)
+        if generation.model.capabilities.thinking:  # open the thinking, or skip it when it is off
+            chat.prefill = (THINK_OPEN if _thinking_on(generation.params) else SKIP_THINKING) + chat.prefill
         prompt = self._models[generation.model.id].prompt(chat, with_boundaries and any(chat.marks))
         limit = generation.model.context_window
         if len(prompt.tokens) > limit:
@@ -91,6 +94,9 @@ class LocalEngine:
             ),
             stops=params.stop_sequences or [],
             workspace=generation.workspace_id,
+            thinking=generation.model.capabilities.thinking and _thinking_on(params),
+            thinking_budget=params.thinking.budget_tokens if isinstance(params.thinking, rq.ThinkingEnabled) else None,
+            show_thinking=getattr(params.thinking, "display", None) != "omitted",
             **_constraints(params),
             emit=lambda event: loop.call_soon_threadsafe(events.put_nowait, event),
         )
@@ -125,3 +131,7 @@ def _constraints(params: rq.MessageCreateParams) -> dict[str, Any]:
     if params.output_config is not None and params.output_config.format is not None:
         return {"grammar": grammar.json_output(params.output_config.format.schema_)}
     return {}
+
+
+def _thinking_on(params: rq.MessageCreateParams | rq.CountTokensParams) -> bool:
+    return isinstance(params.thinking, (rq.ThinkingEnabled, rq.ThinkingAdaptive))

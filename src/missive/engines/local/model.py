@@ -145,6 +145,10 @@ class LocalModel:
     def tokenize(self, text: str) -> list[int]:
         return self.model.tokenize(text.encode(), add_bos=self._adds_bos(text), special=True)
 
+    def tokenize_continuation(self, text: str) -> list[int]:
+        """Tokens of text that continues a sequence (no BOS)."""
+        return self.model.tokenize(text.encode(), add_bos=False, special=True)
+
     def piece(self, token: int) -> bytes:
         """The bytes of one token as it appears in the prompt (special tokens included)."""
         return self._piece(token, True)

@@ -53,6 +53,12 @@ class TokenSampler:
         llama_cpp.llama_sampler_accept(self.grammar, token)
         return token
 
+    def accept(self, token: int) -> None:
+        """A token written for the model rather than sampled (e.g. closing its thinking)."""
+        llama_cpp.llama_sampler_accept(self.chain.sampler, token)
+        if self.grammar is not None:
+            llama_cpp.llama_sampler_accept(self.grammar, token)
+
     def _allowed(self, token: int) -> bool:
         self._one[0].id, self._one[0].logit, self._one[0].p = token, 0.0, 0.0
         candidates = llama_cpp.llama_token_data_array(data=self._one, size=1, selected=-1, sorted=False)

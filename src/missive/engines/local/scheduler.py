@@ -32,6 +32,7 @@ from missive.engines.local.model import LocalModel, Prompt
 from missive.engines.local.sampling import Sampling, TokenSampler
 from missive.engines.local.prompt_cache import Plan, PromptCache, lookup_positions, plan, prefix_keys
 from missive.engines.local.stops import StopMatcher
+from missive.engines.local.thinking import FORCED_CLOSE, ThinkingSplitter
 from missive.engines.local.toolcalls import CallEnd, CallInput, CallParser, CallStart, Piece, Text
 from missive.engines.prompt import Ttl
 from missive.settings import LocalEngineSettings
@@ -57,6 +58,9 @@ class Job:
     emit: Callable[[Event | BaseException], None]
     grammar: Grammar | None = None  # constrains the output (tool calls, structured output)
     parse_calls: bool = False  # tools are on: split calls out of the output
+    thinking: bool = False  # the output starts inside <think>
+    thinking_budget: int | None = None
+    show_thinking: bool = True  # display "omitted": the block keeps its signature, not its text
     submitted: float = field(default_factory=time.monotonic)
     cancelled: threading.Event = field(default_factory=threading.Event)
 
@@ -81,8 +85,11 @@ class Sequence:
     started: float
     pending: int | None = None  # sampled, not yet in the KV cache
     generated: int = 0
-    open_block: str | None = None  # "text" or "tool_use"
+    open_block: str | None = None  # "text", "thinking" or "tool_use"
     calls: CallParser | None = None
+    thinking: ThinkingSplitter | None = None
+    thinking_tokens: int = 0
+    forced: list[int] = field(default_factory=list)  # tokens to write instead of sampling
     first_token_at: float | None = None
     decoder: codecs.IncrementalDecoder = field(
         default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -228,6 +235,7 @@ class Scheduler:
             started,
             stops=StopMatcher(job.stops),
             calls=CallParser() if job.parse_calls else None,
+            thinking=ThinkingSplitter() if job.thinking else None,
         )
         for position, ttl in usage_plan.writes:
             if position == keep:  # the slot already holds exactly this prefix
@@ -348,8 +356,20 @@ class Scheduler:
     def _sample(self, sequence: Sequence, index: int) -> None:
         """Sample the next token from row `index` of the last forward pass, and act on it."""
         model, job = self.model, sequence.job
-        token = sequence.sampler.sample(model.ctx, index)
+        thinking = sequence.thinking is not None and not sequence.thinking.done
+        if not sequence.forced:
+            token = sequence.sampler.sample(model.ctx, index)
+            if thinking and model.is_end_of_generation(token):  # stopped while thinking: close it, then answer
+                sequence.forced = model.tokenize_continuation(FORCED_CLOSE)
+        if sequence.forced:
+            token = sequence.forced.pop(0)
+            sequence.sampler.accept(token)
         sequence.generated += 1
+        if thinking:
+            sequence.thinking_tokens += 1
+            budget = job.thinking_budget
+            if budget is not None and sequence.thinking_tokens >= budget and not sequence.forced:
+                sequence.forced = model.tokenize_continuation(FORCED_CLOSE)
         now = time.monotonic()
         if sequence.first_token_at is None:
             sequence.first_token_at = now
@@ -366,7 +386,20 @@ class Scheduler:
         sequence.pending = token
 
     def _output(self, sequence: Sequence, text: str, final: bool = False) -> None:
-        """Route new output text: plain text (through the stop sequences) and tool calls."""
+        """Route new output text: thinking, plain text (through the stop sequences) and tool calls."""
+        splitter = sequence.thinking
+        if splitter is not None and not splitter.done:
+            if sequence.open_block != "thinking":
+                self._open(sequence, BlockStart("thinking"))
+            thought, after = splitter.feed(text)
+            if final and after is None:
+                thought, splitter.pending = thought + splitter.pending, ""
+            if thought and sequence.job.show_thinking:
+                sequence.job.emit(Delta("thinking", thought))
+            if after is None:
+                return
+            self._close(sequence)
+            text = after
         calls = sequence.calls
         pieces: list[Piece] = [Text(text)] if calls is None else calls.feed(text)
         if final and calls is not None:
@@ -412,6 +445,7 @@ class Scheduler:
         usage = Usage(
             input_tokens=p.input,
             output_tokens=sequence.generated,
+            thinking_tokens=sequence.thinking_tokens,
             cache_read_input_tokens=p.read,
             cache_write_5m_tokens=p.write_5m,
             cache_write_1h_tokens=p.write_1h,
