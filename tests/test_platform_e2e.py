@@ -17,6 +17,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from conftest import COUNTING
 from platform_backends import REDIS_URL, postgres_schema, redis_prefix
 from platform_server import BACKENDS, Platform, launch, platform, stop
 
@@ -328,8 +329,8 @@ def test_a_request_in_flight_when_the_process_dies_is_accounted_once(plat: Platf
                 **ASK,
                 "max_tokens": 2000,
                 "stream": True,
-                "temperature": 1.0,
-                "messages": [{"role": "user", "content": "Write a very long story about the sea."}],
+                "temperature": 0,
+                "messages": COUNTING,  # runs far longer than the test, so it is cut mid-stream
             }
             with http.stream("POST", "/v1/messages", json=request) as stream:
                 pieces = 0
