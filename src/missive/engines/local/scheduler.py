@@ -124,6 +124,7 @@ class Scheduler:
         self.stopping = False
         self.batch = _internals.LlamaBatch(n_tokens=max(settings.prefill_chunk, model.parallel), embd=0, n_seq_max=1)
         self.labels = {"model": model.config.id}
+        self.close_thinking = model.tokenize_continuation(FORCED_CLOSE)
         self.thread = threading.Thread(target=self._loop, name=f"engine-{model.config.id}", daemon=True)
 
     # --- called from the event loop -----------------------------------------------------------------
@@ -360,7 +361,7 @@ class Scheduler:
         if not sequence.forced:
             token = sequence.sampler.sample(model.ctx, index)
             if thinking and model.is_end_of_generation(token):  # stopped while thinking: close it, then answer
-                sequence.forced = model.tokenize_continuation(FORCED_CLOSE)
+                sequence.forced = list(self.close_thinking)
         if sequence.forced:
             token = sequence.forced.pop(0)
             sequence.sampler.accept(token)
@@ -368,8 +369,9 @@ class Scheduler:
         if thinking:
             sequence.thinking_tokens += 1
             budget = job.thinking_budget
-            if budget is not None and sequence.thinking_tokens >= budget and not sequence.forced:
-                sequence.forced = model.tokenize_continuation(FORCED_CLOSE)
+            if budget is not None and not sequence.forced:
+                if sequence.thinking_tokens + len(self.close_thinking) >= budget:  # the closing tag counts too
+                    sequence.forced = list(self.close_thinking)
         now = time.monotonic()
         if sequence.first_token_at is None:
             sequence.first_token_at = now
