@@ -40,6 +40,8 @@ from missive.wire.errors import ApiError
 from missive.wire.ids import new_id
 
 log = logging.getLogger("missive.engine")
+# A resident prefix shorter than this is not worth a slot that breaks the run of busy sequence ids.
+MIN_USEFUL_PREFIX = 64
 
 
 def overloaded() -> ApiError:
@@ -254,23 +256,27 @@ class Scheduler:
         )
 
     def _choose_slot(self, tokens: list[int], workspace: str) -> tuple[Slot, int]:
-        """The free slot of this workspace holding the longest prefix of `tokens`, else the least recently used.
+        """The free slot for `tokens`, and how many of its resident tokens are a prefix of them.
 
-        A slot last used by another workspace is wiped before use: reuse never crosses workspaces.
+        First the slot of this workspace holding the longest useful prefix; then the slot that keeps
+        the busy sequence ids together (see `_step`: each gap between them costs a forward pass per
+        step); then the least recently used. A slot last used by another workspace is wiped before
+        use: reuse never crosses workspaces.
         """
-        free = [slot for slot in self.slots if not slot.busy]
-        best, best_len = None, 0
-        for slot in free:
-            if slot.workspace != workspace:
-                continue
-            length = _common_prefix(slot.tokens, tokens)
-            if length > best_len:
-                best, best_len = slot, length
-        if best is not None:
-            return best, best_len
-        slot = min(free, key=lambda s: s.last_used)
-        self._clear(slot)
-        return slot, 0
+        busy = {slot.seq_id for slot in self.slots if slot.busy}
+
+        def reusable(slot: Slot) -> int:
+            return _common_prefix(slot.tokens, tokens) if slot.workspace == workspace else 0
+
+        def rank(slot: Slot) -> tuple[int, int, int, float]:
+            reuse = reusable(slot)
+            neighbours = (slot.seq_id - 1 in busy) + (slot.seq_id + 1 in busy)
+            return (reuse if reuse >= MIN_USEFUL_PREFIX else 0, neighbours, reuse, -slot.last_used)
+
+        slot = max((slot for slot in self.slots if not slot.busy), key=rank)
+        if slot.workspace != workspace:
+            self._clear(slot)
+        return slot, reusable(slot)
 
     def _truncate(self, slot: Slot, keep: int) -> None:
         if keep < len(slot.tokens):
@@ -305,7 +311,9 @@ class Scheduler:
         for sequence in [s for s in self.running if s.job.cancelled.is_set()]:
             log.info("generation cancelled after %d tokens", sequence.generated)
             self._leave(sequence)
-        decoding = [s for s in self.running if s.pending is not None]
+        # In sequence-id order: llama.cpp runs sequences with separate KV streams in one pass only while
+        # their ids follow each other in the batch; out of order or with gaps, one step takes several passes.
+        decoding = sorted((s for s in self.running if s.pending is not None), key=lambda s: s.slot.seq_id)
         if decoding:
             self.batch.reset()
             for sequence in decoding:
