@@ -4,9 +4,10 @@ Each step:
   1. admits waiting jobs into free sequence slots (reusing the longest resident prefix of the same
      workspace, or restoring a cached prefix), and reports their input usage (`Started`);
   2. decodes one token for every sequence that is generating, in one forward pass;
-  3. prefills one chunk of one sequence that is still reading its prompt, in its own forward pass.
-     Chunks end at multiples of `prefill_chunk` (and at cache breakpoints), whatever else runs, so
-     a long prompt never stalls the streams for long and a request computes the same numbers alone
+  3. prefills the next chunk of the sequences still reading their prompts, each chunk in its own
+     forward pass, up to `prefill_chunk` tokens per step (one long chunk, or several short prompts).
+     Chunks end at multiples of `prefill_chunk` (and at cache breakpoints) whatever else runs, so a
+     long prompt never stalls the streams for long, and a request computes the same numbers alone
      or under load.
 New requests join and finished ones leave between steps. A cancelled job leaves at the next step.
 """
@@ -40,8 +41,9 @@ from missive.wire.errors import ApiError
 from missive.wire.ids import new_id
 
 log = logging.getLogger("missive.engine")
-# A resident prefix shorter than this is not worth a slot that breaks the run of busy sequence ids.
-MIN_USEFUL_PREFIX = 64
+# A slot that keeps the busy sequence ids together beats one that holds up to this many more tokens
+# of the prompt: prefilling them once costs less than an extra forward pass on every step.
+ADJACENCY_WORTH = 32
 
 
 def overloaded() -> ApiError:
@@ -258,25 +260,24 @@ class Scheduler:
     def _choose_slot(self, tokens: list[int], workspace: str) -> tuple[Slot, int]:
         """The free slot for `tokens`, and how many of its resident tokens are a prefix of them.
 
-        First the slot of this workspace holding the longest useful prefix; then the slot that keeps
-        the busy sequence ids together (see `_step`: each gap between them costs a forward pass per
-        step); then the least recently used. A slot last used by another workspace is wiped before
-        use: reuse never crosses workspaces.
+        The slot of this workspace holding the longest prefix; but a slot next to busy ones whose
+        prefix is at most `ADJACENCY_WORTH` tokens shorter goes first (see `_step`: each gap between
+        busy ids costs a forward pass per step); then the least recently used. A slot last used by
+        another workspace is wiped before use: reuse never crosses workspaces.
         """
         busy = {slot.seq_id for slot in self.slots if slot.busy}
+        free = [slot for slot in self.slots if not slot.busy]
+        reuse = {slot.seq_id: _common_prefix(slot.tokens, tokens) if slot.workspace == workspace else 0 for slot in free}
+        best = max(reuse.values())
 
-        def reusable(slot: Slot) -> int:
-            return _common_prefix(slot.tokens, tokens) if slot.workspace == workspace else 0
-
-        def rank(slot: Slot) -> tuple[int, int, int, float]:
-            reuse = reusable(slot)
+        def rank(slot: Slot) -> tuple[bool, int, int, float]:
             neighbours = (slot.seq_id - 1 in busy) + (slot.seq_id + 1 in busy)
-            return (reuse if reuse >= MIN_USEFUL_PREFIX else 0, neighbours, reuse, -slot.last_used)
+            return (reuse[slot.seq_id] >= best - ADJACENCY_WORTH, neighbours, reuse[slot.seq_id], -slot.last_used)
 
-        slot = max((slot for slot in self.slots if not slot.busy), key=rank)
+        slot = max(free, key=rank)
         if slot.workspace != workspace:
             self._clear(slot)
-        return slot, reusable(slot)
+        return slot, reuse[slot.seq_id]
 
     def _truncate(self, slot: Slot, keep: int) -> None:
         if keep < len(slot.tokens):
@@ -323,11 +324,14 @@ class Scheduler:
                 sequence.slot.tokens.append(sequence.pending)
                 sequence.pending = None
                 self._sample(sequence, index)
-        prefilling = next((s for s in self.running if s.prefilling and not s.job.cancelled.is_set()), None)
-        if prefilling is not None:
-            self._prefill_chunk(prefilling)
+        budget = self.settings.prefill_chunk  # prompt tokens per step: one long chunk, or several short prompts
+        for sequence in [s for s in self.running if s.prefilling and not s.job.cancelled.is_set()]:
+            if budget <= 0:
+                break
+            budget -= self._prefill_chunk(sequence)
 
-    def _prefill_chunk(self, sequence: Sequence) -> None:
+    def _prefill_chunk(self, sequence: Sequence) -> int:
+        """Prefill the next chunk of the sequence's prompt, in a forward pass of its own; returns its length."""
         tokens = sequence.job.prompt.tokens
         start = sequence.n_past
         chunk = self.settings.prefill_chunk
@@ -346,6 +350,7 @@ class Scheduler:
                 self._finish(sequence, "max_tokens")
             else:
                 self._sample(sequence, end - start - 1)
+        return end - start
 
     def _add(self, token: int, position: int, seq_id: int, logits: bool) -> None:
         batch = self.batch.batch
