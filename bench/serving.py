@@ -13,10 +13,14 @@ streaming requests. Figures:
   overload   many more clients than slots: time to first token p95 of the requests served, and how
              many were refused (Missive sheds with 529 past its queue; llama-server queues everything)
 
-Run:  .venv/bin/python bench/serving.py            (about 10 minutes on 2 cores)
-      .venv/bin/python bench/serving.py --quick    (fewer requests, about 4 minutes)
-Figures are printed side by side with their ratio (missive / llama-server) and kept in
-.cache/bench/serving.json. Compare figures only within one run: the machine is shared and noisy.
+Both servers stay up through the run and take turns figure by figure (A B, then B A, ...): the
+machine's speed drifts by 20% and more over minutes, and alternating makes the drift weigh on both.
+Each figure is the median of its rounds.
+
+Run:  .venv/bin/python bench/serving.py            (3 rounds, about 15 minutes on 2 cores)
+      .venv/bin/python bench/serving.py --quick    (fewer requests, one round, about 3 minutes)
+Figures are printed side by side with their ratio (missive / llama-server) and kept, with every
+round's value, in .cache/bench/serving.json. Compare figures only within one run.
 """
 
 from __future__ import annotations
@@ -182,10 +186,12 @@ async def load(target: Target, clients: int, per_client: int, max_tokens: int) -
         return results, time.monotonic() - started
 
 
-async def cached_prefix(target: Target, questions: int) -> tuple[float, list[Result]]:
-    system: str | list = SYSTEM
+async def cached_prefix(target: Target, questions: int, round_: int) -> tuple[float, list[Result]]:
+    """A system prompt new to both servers in each round (the first request is a miss), then hits."""
+    text = f"(Round {round_}.) " + SYSTEM
+    system: str | list = text
     if target.cache_control:
-        system = [{"type": "text", "text": SYSTEM, "cache_control": {"type": "ephemeral"}}]
+        system = [{"type": "text", "text": text, "cache_control": {"type": "ephemeral"}}]
     async with httpx.AsyncClient(timeout=600, limits=FRESH_CONNECTIONS) as client:
         def body(q: str) -> dict:
             return {"model": "smollm2", "max_tokens": 8, "stream": True, "temperature": 0, "system": system,
@@ -203,71 +209,77 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-@dataclass
-class Figures:
-    rows: dict[str, float] = field(default_factory=dict)
-
-    def add(self, name: str, value: float) -> None:
-        self.rows[name] = value
-        print(f"  {name:<44} {value:10.3f}", flush=True)
-
-
-async def measure(target: Target, args: argparse.Namespace, figures: Figures) -> None:
-    single, _ = await load(target, 1, args.single, args.max_tokens)
-    figures.add("single: time to first token p50 (ms)", 1000 * pct([r.ttft for r in single], 0.5))
-    figures.add("single: decode tokens/s (median)", statistics.median(r.decode_tps for r in single if r.decode_tps))
-    for clients in args.concurrency:
-        results, wall = await load(target, clients, args.per_client, args.max_tokens)
-        ok = [r for r in results if r.status == 200]
-        figures.add(f"c={clients}: aggregate output tokens/s", sum(r.output_tokens for r in ok) / wall)
-        figures.add(f"c={clients}: time to first token p50 (ms)", 1000 * pct([r.ttft for r in ok], 0.5))
-        figures.add(f"c={clients}: time to first token p95 (ms)", 1000 * pct([r.ttft for r in ok], 0.95))
-    uncached, hits = await cached_prefix(target, args.questions)
-    figures.add("cached prefix: prompt tokens cached (median)", statistics.median(r.cached_tokens for r in hits))
-    figures.add("cached prefix: uncached time to first token (ms)", 1000 * uncached)
-    figures.add("cached prefix: cached time to first token p50 (ms)", 1000 * pct([r.ttft for r in hits], 0.5))
+async def phase(target: Target, name: str, args: argparse.Namespace, round_: int) -> dict[str, float]:
+    """One figure group on one server: 'single', 'c=N' or 'cached'."""
+    if name == "single":
+        single, _ = await load(target, 1, args.single, args.max_tokens)
+        return {"single: time to first token p50 (ms)": 1000 * pct([r.ttft for r in single], 0.5),
+                "single: decode tokens/s (median)": statistics.median(r.decode_tps for r in single if r.decode_tps)}
+    if name == "cached":
+        uncached, hits = await cached_prefix(target, args.questions, round_)
+        return {"cached prefix: prompt tokens cached (median)": statistics.median(r.cached_tokens for r in hits),
+                "cached prefix: uncached time to first token (ms)": 1000 * uncached,
+                "cached prefix: cached time to first token p50 (ms)": 1000 * pct([r.ttft for r in hits], 0.5)}
+    clients = int(name.removeprefix("c="))
+    results, wall = await load(target, clients, args.per_client, args.max_tokens)
+    ok = [r for r in results if r.status == 200]
+    return {f"{name}: aggregate output tokens/s": sum(r.output_tokens for r in ok) / wall,
+            f"{name}: time to first token p50 (ms)": 1000 * pct([r.ttft for r in ok], 0.5),
+            f"{name}: time to first token p95 (ms)": 1000 * pct([r.ttft for r in ok], 0.95)}
 
 
-async def overload(target: Target, args: argparse.Namespace, figures: Figures) -> None:
+async def overload(target: Target, args: argparse.Namespace) -> dict[str, float]:
     results, _ = await load(target, args.overload, 1, 64)
     ok = [r for r in results if r.status == 200]
-    figures.add(f"overload {args.overload} clients: served", len(ok))
-    figures.add(f"overload {args.overload} clients: refused (529)", sum(r.status == 529 for r in results))
-    figures.add(f"overload {args.overload} clients: served TTFT p95 (ms)", 1000 * pct([r.ttft for r in ok], 0.95))
+    return {f"overload {args.overload} clients: served": len(ok),
+            f"overload {args.overload} clients: refused (529)": sum(r.status == 529 for r in results),
+            f"overload {args.overload} clients: served TTFT p95 (ms)": 1000 * pct([r.ttft for r in ok], 0.95)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=["missive", "llama-server"])
-    parser.add_argument("--quick", action="store_true", help="fewer requests per figure")
+    parser.add_argument("--quick", action="store_true", help="fewer requests per figure, one round")
+    parser.add_argument("--rounds", type=int, help="rounds per figure (default 3, or 1 with --quick)")
     parser.add_argument("--max-tokens", type=int, default=128)
     args = parser.parse_args()
-    args.concurrency = [1, 4, 8, 16]
     args.single = 3 if args.quick else 5
     args.per_client = 1 if args.quick else 2
     args.questions = 4 if args.quick else 8
     args.overload = 48
+    rounds = args.rounds or (1 if args.quick else 3)
+    names = [n for n in ("missive", "llama-server") if not args.only or args.only == n]
+    starters = {"missive": missive, "llama-server": llama_server}
+    values: dict[str, dict[str, list[float]]] = {n: {} for n in names}
 
-    figures: dict[str, Figures] = {}
-    for name, start in (("missive", missive), ("llama-server", llama_server)):
-        if args.only and args.only != name:
-            continue
-        print(f"{name}:", flush=True)
-        figures[name] = Figures()
-        with start() as target:
-            asyncio.run(measure(target, args, figures[name]))
-        # overload with a short queue, so that shedding shows
+    def record(name: str, rows: dict[str, float]) -> None:
+        for key, value in rows.items():
+            values[name].setdefault(key, []).append(value)
+            print(f"  {name:<13} {key:<50} {value:10.1f}", flush=True)
+
+    # Both servers stay up, idle when not measured; each figure alternates between them (A B, then
+    # B A), so that the machine's drift over the run weighs on both alike.
+    with contextlib.ExitStack() as stack:
+        targets = {name: stack.enter_context(starters[name]()) for name in names}
+        for phase_name in ["single", "c=1", "c=4", "c=8", "c=16", "cached"]:
+            for round_ in range(rounds):
+                for name in names if round_ % 2 == 0 else names[::-1]:
+                    time.sleep(1)  # let the other engine's threads go idle
+                    record(name, asyncio.run(phase(targets[name], phase_name, args, round_)))
+    for name in names:  # overload with a short queue, so that shedding shows
         with (missive(max_queue=8) if name == "missive" else llama_server()) as target:
-            asyncio.run(overload(target, args, figures[name]))
+            record(name, asyncio.run(overload(target, args)))
 
+    figures = {name: {key: statistics.median(v) for key, v in rows.items()} for name, rows in values.items()}
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "serving.json").write_text(json.dumps({k: v.rows for k, v in figures.items()}, indent=2))
+    (OUT / "serving.json").write_text(json.dumps({"figures": figures, "rounds": values}, indent=2))
     if len(figures) == 2:
-        mine, peer = figures["missive"].rows, figures["llama-server"].rows
-        print(f"\n{'figure':<46} {'missive':>10} {'llama-server':>13} {'ratio':>7}")
+        mine, peer = figures["missive"], figures["llama-server"]
+        print(f"\nmedian of {rounds} round(s)")
+        print(f"{'figure':<50} {'missive':>10} {'llama-server':>13} {'ratio':>7}")
         for key in mine:
             ratio = mine[key] / peer[key] if peer.get(key) else float("nan")
-            print(f"{key:<46} {mine[key]:>10.1f} {peer.get(key, float('nan')):>13.1f} {ratio:>7.2f}")
+            print(f"{key:<50} {mine[key]:>10.1f} {peer.get(key, float('nan')):>13.1f} {ratio:>7.2f}")
     print(f"\n{THREADS} threads, {PARALLEL} parallel slots x {CONTEXT_PER_SLOT} tokens, unified_kv={UNIFIED_KV}, model {model_path().name}")
 
 
