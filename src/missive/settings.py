@@ -51,13 +51,14 @@ class LocalEngineSettings(BaseModel):
     threads: int = Field(default=0, ge=0, description="CPU threads for llama.cpp; 0 = all cores")
     parallel: int = Field(default=4, ge=1, le=64, description="Sequences decoded together in each forward pass")
     prefill_chunk: int = Field(
-        default=256, ge=16, description="Prompt tokens evaluated per step, so long prompts do not stall streams"
+        default=256, ge=16, description="Prompt tokens evaluated per step (chunks of at most this size), so long prompts do not stall streams"
     )
     flash_attention: bool = True
     unified_kv: bool = Field(
         default=False,
-        description="One KV buffer for all sequences: faster with many sequences, but a sequence's numbers then "
-        "depend on what else runs, so greedy output under load may differ from the same request alone",
+        description="One KV buffer for all sequences (llama.cpp's kv_unified). Not faster on CPU in our measurements "
+        "(docs/engine.md), and a sequence's numbers then depend on what else runs, so greedy output under load "
+        "may differ from the same request alone",
     )
     max_queue: int = Field(default=32, ge=0, description="Requests waiting for a sequence; beyond it, 529")
     max_queue_wait: float = Field(default=60.0, gt=0, description="Seconds a request may wait; then 529")
