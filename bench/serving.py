@@ -169,16 +169,19 @@ async def stream(client: httpx.AsyncClient, target: Target, body: dict) -> Resul
     return Result(200, first - sent, tps, output, cached)
 
 
-def story(i: int, max_tokens: int) -> dict:
+def story(i: int, max_tokens: int, tag: str = "") -> dict:
+    """A prompt new to both servers in each figure and round (`tag`), so none is served from an earlier one's cache."""
     return {"model": "smollm2", "max_tokens": max_tokens, "stream": True, "temperature": 0,
-            "messages": [{"role": "user", "content": f"Write a long story about {TOPICS[i % len(TOPICS)]}. ({i})"}]}
+            "messages": [{"role": "user", "content": f"Write a long story about {TOPICS[i % len(TOPICS)]}. ({tag}{i})"}]}
 
 
-async def load(target: Target, clients: int, per_client: int, max_tokens: int) -> tuple[list[Result], float]:
+async def load(
+    target: Target, clients: int, per_client: int, max_tokens: int, tag: str = ""
+) -> tuple[list[Result], float]:
     """`clients` workers, each sending `per_client` requests back to back."""
     async with httpx.AsyncClient(timeout=600, limits=FRESH_CONNECTIONS) as client:
         async def worker(w: int) -> list[Result]:
-            return [await stream(client, target, story(w * 100 + j, max_tokens)) for j in range(per_client)]
+            return [await stream(client, target, story(w * 100 + j, max_tokens, tag)) for j in range(per_client)]
 
         await stream(client, target, story(9999, 8))  # warm-up
         started = time.monotonic()
@@ -212,7 +215,7 @@ def pct(values: list[float], q: float) -> float:
 async def phase(target: Target, name: str, args: argparse.Namespace, round_: int) -> dict[str, float]:
     """One figure group on one server: 'single', 'c=N' or 'cached'."""
     if name == "single":
-        single, _ = await load(target, 1, args.single, args.max_tokens)
+        single, _ = await load(target, 1, args.single, args.max_tokens, f"{name}.{round_}.")
         return {"single: time to first token p50 (ms)": 1000 * pct([r.ttft for r in single], 0.5),
                 "single: decode tokens/s (median)": statistics.median(r.decode_tps for r in single if r.decode_tps)}
     if name == "cached":
@@ -221,7 +224,7 @@ async def phase(target: Target, name: str, args: argparse.Namespace, round_: int
                 "cached prefix: uncached time to first token (ms)": 1000 * uncached,
                 "cached prefix: cached time to first token p50 (ms)": 1000 * pct([r.ttft for r in hits], 0.5)}
     clients = int(name.removeprefix("c="))
-    results, wall = await load(target, clients, args.per_client, args.max_tokens)
+    results, wall = await load(target, clients, args.per_client, args.max_tokens, f"{name}.{round_}.")
     ok = [r for r in results if r.status == 200]
     return {f"{name}: aggregate output tokens/s": sum(r.output_tokens for r in ok) / wall,
             f"{name}: time to first token p50 (ms)": 1000 * pct([r.ttft for r in ok], 0.5),
