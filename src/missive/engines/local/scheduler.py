@@ -3,12 +3,13 @@
 Each step:
   1. admits waiting jobs into free sequence slots (reusing the longest resident prefix of the same
      workspace, or restoring a cached prefix), and reports their input usage (`Started`);
-  2. decodes one token for every sequence that is generating, in one forward pass;
-  3. prefills the next chunk of the sequences still reading their prompts, each chunk in its own
+  2. prefills the next chunk of the sequences still reading their prompts, each chunk in its own
      forward pass, up to `prefill_chunk` tokens per step (one long chunk, or several short prompts).
      Chunks end at multiples of `prefill_chunk` (and at cache breakpoints) whatever else runs, so a
      long prompt never stalls the streams for long, and a request computes the same numbers alone
-     or under load.
+     or under load. A prompt's last chunk gives its first token;
+  3. decodes one token for every sequence that is generating (those whose prompt just ended too),
+     in one forward pass.
 New requests join and finished ones leave between steps. A cancelled job leaves at the next step.
 """
 
@@ -312,7 +313,13 @@ class Scheduler:
         for sequence in [s for s in self.running if s.job.cancelled.is_set()]:
             log.info("generation cancelled after %d tokens", sequence.generated)
             self._leave(sequence)
-        # In sequence-id order: llama.cpp runs sequences with separate KV streams in one pass only while
+        budget = self.settings.prefill_chunk  # prompt tokens per step: one long chunk, or several short prompts
+        for sequence in [s for s in self.running if s.prefilling and not s.job.cancelled.is_set()]:
+            if budget <= 0:
+                break
+            budget -= self._prefill_chunk(sequence)
+        # A prompt that was just finished joins this decode pass, so its slot is no gap in it. In
+        # sequence-id order: llama.cpp runs sequences with separate KV streams in one pass only while
         # their ids follow each other in the batch; out of order or with gaps, one step takes several passes.
         decoding = sorted((s for s in self.running if s.pending is not None), key=lambda s: s.slot.seq_id)
         if decoding:
@@ -324,11 +331,6 @@ class Scheduler:
                 sequence.slot.tokens.append(sequence.pending)
                 sequence.pending = None
                 self._sample(sequence, index)
-        budget = self.settings.prefill_chunk  # prompt tokens per step: one long chunk, or several short prompts
-        for sequence in [s for s in self.running if s.prefilling and not s.job.cancelled.is_set()]:
-            if budget <= 0:
-                break
-            budget -= self._prefill_chunk(sequence)
 
     def _prefill_chunk(self, sequence: Sequence) -> int:
         """Prefill the next chunk of the sequence's prompt, in a forward pass of its own; returns its length."""
