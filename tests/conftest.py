@@ -48,7 +48,13 @@ aliases = ["tiny"]
 id = "smollm2-think"
 context_window = 2048
 reasoning = true
-"""
+
+[[models]]
+id = "smollm2-hermes"
+context_window = 2048
+min_cache_tokens = 64
+chat_template_file = '{hermes}'
+""".replace("{hermes}", str(Path(__file__).parent / "templates" / "hermes.jinja"))
 
 
 # A conversation that keeps the model generating for as long as a test needs (it counts on).

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import (
@@ -42,6 +42,15 @@ class ModelSettings(BaseModel):
     )
     min_cache_tokens: int = Field(
         default=1024, ge=1, description="Shortest prefix that cache_control caches; shorter ones are silently not"
+    )
+    chat_template_file: str | None = Field(
+        default=None, description="A Jinja chat template file to use instead of the one inside the GGUF"
+    )
+    tool_format: Literal["auto", "missive", "hermes"] = Field(
+        default="auto",
+        description="How tools reach the model. hermes: the chat template takes tools and the model writes "
+        '<tool_call>{"name": ..., "arguments": ...}</tool_call> (Qwen, Hermes); missive: a tool prompt of '
+        "Missive's own, for templates without tools; auto: hermes when the template takes tools and shows <tool_call>",
     )
 
 

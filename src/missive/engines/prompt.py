@@ -7,10 +7,15 @@ Every block's text is followed by `MARK`, so that the engine can find where each
 rendered prompt (prompt caching works at block boundaries); `ChatPrompt.marks` holds, for each mark
 in prompt order, the cache TTL of a breakpoint there, or None. The engine strips the marks.
 
-Tools are described in a system section of Missive's own (most small models' chat templates know no
-tools), and calls are written `<tool_call name="NAME">{input as JSON}</tool_call>`: the engine
-constrains that JSON with a grammar built from the tool's schema, and parses calls out of the output.
-Tool uses and results of earlier turns are rendered the same way, so the model sees its own format.
+Tools reach the model in one of two ways, chosen per model (`CallSyntax`):
+- Missive's own (most small models' chat templates know no tools): a system section describes the
+  tools, and calls are written `<tool_call name="NAME">{input as JSON}</tool_call>`; tool uses and
+  results of earlier turns are rendered the same way, so the model sees its own format.
+- The model's chat template, when it takes `tools` and writes Hermes-style calls
+  (`<tool_call>{"name": ..., "arguments": ...}</tool_call>`, as Qwen and Hermes models do): the
+  template gets `tools`, assistant messages with `tool_calls`, and `tool` messages with the results.
+Either way the engine constrains each call's input with a grammar built from the tool's schema, and
+parses calls out of the output with the same syntax.
 """
 
 from __future__ import annotations
@@ -24,8 +29,6 @@ from missive.wire.errors import invalid
 
 _SERVER_TOOL_BLOCKS = (rq.ServerToolUseBlock, rq.ServerToolResultBlock, rq.ContainerUploadBlock)
 _TOOL_BLOCKS = (rq.ToolUseBlock, rq.ToolResultBlock, *_SERVER_TOOL_BLOCKS)
-CALL_OPEN = '<tool_call name="'
-CALL_CLOSE = "</tool_call>"
 
 # Input schemas of the Anthropic-defined client tools, which come without one.
 _STR = {"type": "string"}
@@ -58,6 +61,30 @@ CLIENT_TOOL_SCHEMAS: dict[str, dict] = {
 
 
 @dataclass(frozen=True)
+class CallSyntax:
+    """How a model writes a tool call: `open` NAME `name_end` INPUT-AS-JSON `close`."""
+
+    name: str
+    open: str
+    name_end: str
+    close: str
+    trigger: str  # the start of a call, which wakes the grammar when the model may answer in text
+
+    def text(self, name: str, tool_input: dict) -> str:
+        return f"{self.open}{name}{self.name_end}{json.dumps(tool_input, ensure_ascii=False)}{self.close}"
+
+
+MISSIVE_CALLS = CallSyntax("missive", '<tool_call name="', '">', "</tool_call>", "<tool_call")
+HERMES_CALLS = CallSyntax("hermes", '<tool_call>\n{"name": "', '", "arguments": ', "}\n</tool_call>", "<tool_call>")
+CALL_SYNTAXES = {syntax.name: syntax for syntax in (MISSIVE_CALLS, HERMES_CALLS)}
+
+
+def template_call_syntax(template: str) -> CallSyntax:
+    """The call syntax a chat template teaches: Hermes-style when it takes tools and shows `<tool_call>`."""
+    return HERMES_CALLS if "tools" in template and "<tool_call>" in template else MISSIVE_CALLS
+
+
+@dataclass(frozen=True)
 class ToolSpec:
     """A tool as the model sees it: a name, what it does, and the JSON schema of its input."""
 
@@ -85,8 +112,9 @@ def tool_specs(params: rq.ConversationParams) -> list[ToolSpec]:
 
 @dataclass
 class ChatTurn:
-    role: str  # "system", "user" or "assistant"
+    role: str  # "system", "user", "assistant", or "tool" (a tool result, for templates that take tools)
     content: str
+    tool_calls: list[dict] | None = None  # for templates that take tools
 
 
 MARK = "\U000f8000"  # a private-use character, never part of a real prompt
@@ -99,6 +127,7 @@ class ChatPrompt:
     turns: list[ChatTurn]
     prefill: str  # text of a final assistant turn, which the response continues
     marks: list[Ttl | None]
+    tools: list[dict] | None = None  # for templates that take tools
 
 
 def check_input_support(params: rq.ConversationParams, card: ModelCard) -> None:
@@ -140,15 +169,14 @@ def _document_text(block: rq.DocumentBlock) -> str:
     return f"<document>\n{header + chr(10) if header else ''}{body}\n</document>"
 
 
-def tool_call_text(name: str, tool_input: dict) -> str:
-    return f'{CALL_OPEN}{name}">{json.dumps(tool_input, ensure_ascii=False)}{CALL_CLOSE}'
+def _tool_result_body(block: rq.ToolResultBlock, names: dict[str, str]) -> str:
+    if isinstance(block.content, list):
+        return "\n\n".join(text for part in block.content if (text := block_text(part, names)) is not None)
+    return block.content or ""
 
 
 def _tool_result_text(block: rq.ToolResultBlock, names: dict[str, str]) -> str:
-    if isinstance(block.content, list):
-        body = "\n\n".join(text for part in block.content if (text := block_text(part, names)) is not None)
-    else:
-        body = block.content or ""
+    body = _tool_result_body(block, names)
     error = ' is_error="true"' if block.is_error else ""
     return f'<tool_result name="{names.get(block.tool_use_id, "")}"{error}>{body}</tool_result>'
 
@@ -161,7 +189,7 @@ def block_text(block: object, names: dict[str, str]) -> str | None:
     if isinstance(block, rq.TextBlock):
         return block.text
     if isinstance(block, rq.ToolUseBlock):
-        return tool_call_text(block.name, block.input)
+        return MISSIVE_CALLS.text(block.name, block.input)
     if isinstance(block, rq.ToolResultBlock):
         return _tool_result_text(block, names)
     if isinstance(block, rq.ToolReferenceBlock):
@@ -186,7 +214,10 @@ def _is_billing_stamp(block: rq.TextBlock) -> bool:
     return block.text.startswith(BILLING_HEADER)
 
 
-def to_chat(generation: Generation) -> ChatPrompt:
+def to_chat(generation: Generation, calls: CallSyntax = MISSIVE_CALLS) -> ChatPrompt:
+    """The turns to render. With `MISSIVE_CALLS` tools are text of Missive's own; otherwise the template takes them."""
+    if calls is not MISSIVE_CALLS:
+        return _to_template_chat(generation, calls)
     params = generation.params
     marks: list[Ttl | None] = []
 
@@ -196,21 +227,97 @@ def to_chat(generation: Generation) -> ChatPrompt:
 
     turns: list[ChatTurn] = []
     system = _tools_section(params)
-    system += [(block.text, _ttl(block)) for block in params.system or [] if not _is_billing_stamp(block)]
+    system += _system_pieces(params)
     if system:
         turns.append(ChatTurn("system", joined(system)))
-    names = {
-        block.id: block.name for m in generation.messages for block in m.content if isinstance(block, rq.ToolUseBlock)
-    }
+    names = _tool_names(generation)
     for message in generation.messages:
         pieces = [(text, _ttl(block)) for block in message.content if (text := block_text(block, names)) is not None]
         turns.append(ChatTurn(message.role, joined(pieces)))
+    return _finish(params, turns, marks)
+
+
+def _system_pieces(params: rq.ConversationParams) -> list[tuple[str, Ttl | None]]:
+    return [(block.text, _ttl(block)) for block in params.system or [] if not _is_billing_stamp(block)]
+
+
+def _tool_names(generation: Generation) -> dict[str, str]:
+    return {
+        block.id: block.name for m in generation.messages for block in m.content if isinstance(block, rq.ToolUseBlock)
+    }
+
+
+def _finish(params: rq.ConversationParams, turns: list[ChatTurn], marks: list[Ttl | None]) -> ChatPrompt:
     if params.cache_control is not None and marks:  # automatic caching: the last cacheable block
         marks[-1] = marks[-1] or params.cache_control.ttl or "5m"
     prefill = ""
     if turns and turns[-1].role == "assistant":
         prefill = turns.pop().content
     return ChatPrompt(turns, prefill, marks)
+
+
+def _to_template_chat(generation: Generation, calls: CallSyntax) -> ChatPrompt:
+    """Turns for a template that takes `tools`, `tool_calls` and `tool` messages.
+
+    Tools and tool uses are rendered by the template as JSON, where no mark survives: a breakpoint
+    on one of them moves to the next block boundary (a longer prefix; what is reported is still
+    what is cached).
+    """
+    params = generation.params
+    marks: list[Ttl | None] = []
+    carried: list[Ttl | None] = [None]  # a breakpoint waiting for the next block boundary
+
+    def carry(ttl: Ttl | None) -> None:
+        carried[0] = ttl or carried[0]
+
+    def joined(pieces: list[tuple[str, Ttl | None]]) -> str:
+        for _, ttl in pieces:
+            marks.append(ttl or carried[0])
+            carried[0] = None
+        return "\n\n".join(text.replace(MARK, "") + MARK for text, _ in pieces)
+
+    specs = [(spec, tool) for tool in params.tools or [] if (spec := tool_spec(tool)) is not None]
+    for _, tool in specs:
+        carry(_ttl(tool))
+    system = _system_pieces(params)
+    if specs:
+        system.append((_choice_rule(params), None))
+    turns = [ChatTurn("system", joined(system))] if system else []
+    names = _tool_names(generation)
+    for message in generation.messages:
+        pieces: list[tuple[str, Ttl | None]] = []
+        tool_calls: list[dict] = []
+        for block in message.content:
+            if isinstance(block, rq.ToolUseBlock):
+                tool_calls.append({"type": "function", "function": {"name": block.name, "arguments": block.input}})
+                carry(_ttl(block))
+            elif isinstance(block, rq.ToolResultBlock):
+                text = _tool_result_body(block, names)
+                turns.append(ChatTurn("tool", joined([("Error: " + text if block.is_error else text, _ttl(block))])))
+            elif (text := block_text(block, names)) is not None:
+                pieces.append((text, _ttl(block)))
+        if pieces or tool_calls:
+            turns.append(ChatTurn(message.role, joined(pieces), tool_calls or None))
+    last = turns[-1] if turns else None
+    chat = _finish(params, turns, marks)
+    if last is not None and last.role == "assistant" and last.tool_calls:  # a prefill that ends in calls
+        chat.prefill += "".join(calls.text(c["function"]["name"], c["function"]["arguments"]) for c in last.tool_calls)
+    chat.tools = [
+        {"type": "function", "function": {"name": spec.name, "description": spec.description, "parameters": spec.schema}}
+        for spec, _ in specs
+    ] or None
+    return chat
+
+
+def _choice_rule(params: rq.ConversationParams) -> str:
+    choice = params.tool_choice
+    rule = {
+        "any": "You must call at least one tool.",
+        "tool": f"You must call the tool {getattr(choice, 'name', '')}.",
+        "none": "Do not call any tool now; answer in text.",
+    }.get(choice.type if choice else "auto", "Call a tool when it helps; otherwise answer in text.")
+    one = bool(getattr(choice, "disable_parallel_tool_use", False))
+    return rule + (" Call at most one tool." if one else "")
 
 
 def _tools_section(params: rq.ConversationParams) -> list[tuple[str, Ttl | None]]:
@@ -223,17 +330,12 @@ def _tools_section(params: rq.ConversationParams) -> list[tuple[str, Ttl | None]
     for spec, tool in described:
         entry = {"name": spec.name, "description": spec.description, "input_schema": spec.schema}
         pieces.append((json.dumps(entry, ensure_ascii=False), _ttl(tool)))
-    choice = params.tool_choice
-    rule = {
-        "any": "You must call at least one tool.",
-        "tool": f"You must call the tool {getattr(choice, 'name', '')}.",
-        "none": "Do not call any tool now; answer in text.",
-    }.get(choice.type if choice else "auto", "Call a tool when it helps; otherwise answer in text.")
-    one = bool(getattr(choice, "disable_parallel_tool_use", False))
+    one = bool(getattr(params.tool_choice, "disable_parallel_tool_use", False))
+    syntax = MISSIVE_CALLS
     pieces.append((
-        f"To call a tool, write exactly {CALL_OPEN}TOOL_NAME\">INPUT_AS_JSON{CALL_CLOSE} and nothing after it. "
-        + ("Call at most one tool. " if one else "You may call several tools, one after another. ")
-        + "The results come back in the next message, as <tool_result> blocks. " + rule,
+        f"To call a tool, write exactly {syntax.open}TOOL_NAME{syntax.name_end}INPUT_AS_JSON{syntax.close} and nothing "
+        "after it. " + ("" if one else "You may call several tools, one after another. ")
+        + "The results come back in the next message, as <tool_result> blocks. " + _choice_rule(params),
         None,
     ))
     return pieces

@@ -21,7 +21,7 @@ from missive.engines.local.model import LocalModel, Prompt
 from missive.engines.local.sampling import Sampling
 from missive.engines.local.thinking import SKIP_THINKING, THINK_OPEN
 from missive.engines.local.scheduler import Job, Scheduler
-from missive.engines.prompt import check_input_support, to_chat, tool_specs
+from missive.engines.prompt import CallSyntax, check_input_support, to_chat, tool_specs
 from missive.settings import LocalEngineSettings, ModelSettings
 from missive.wire import requests as rq
 from missive.wire.errors import invalid
@@ -67,10 +67,11 @@ class LocalEngine:
 
     def _prompt(self, generation: Generation, with_boundaries: bool) -> Prompt:
         check_input_support(generation.params, generation.model)
-        chat = to_chat(generation)
+        model = self._models[generation.model.id]
+        chat = to_chat(generation, model.calls)
         if generation.model.capabilities.thinking:  # open the thinking, or skip it when it is off
             chat.prefill = (THINK_OPEN if _thinking_on(generation.params) else SKIP_THINKING) + chat.prefill
-        prompt = self._models[generation.model.id].prompt(chat, with_boundaries and any(chat.marks))
+        prompt = model.prompt(chat, with_boundaries and any(chat.marks))
         limit = generation.model.context_window
         if len(prompt.tokens) > limit:
             raise invalid(f"prompt is too long: {len(prompt.tokens)} tokens > {limit} maximum")
@@ -97,7 +98,7 @@ class LocalEngine:
             thinking=generation.model.capabilities.thinking and _thinking_on(params),
             thinking_budget=params.thinking.budget_tokens if isinstance(params.thinking, rq.ThinkingEnabled) else None,
             show_thinking=getattr(params.thinking, "display", None) != "omitted",
-            **_constraints(params),
+            **_constraints(params, self._models[generation.model.id].calls),
             emit=lambda event: loop.call_soon_threadsafe(events.put_nowait, event),
         )
         self.schedulers[generation.model.id].submit(job)
@@ -113,7 +114,7 @@ class LocalEngine:
             job.cancelled.set()
 
 
-def _constraints(params: rq.MessageCreateParams) -> dict[str, Any]:
+def _constraints(params: rq.MessageCreateParams, calls: CallSyntax) -> dict[str, Any]:
     """The grammar for this request's output, and whether to parse tool calls out of it.
 
     With tools (and tool_choice other than none) calls are parsed, and their inputs constrained:
@@ -127,7 +128,7 @@ def _constraints(params: rq.MessageCreateParams) -> dict[str, Any]:
             specs = [spec for spec in specs if spec.name == choice.name]
         forced = isinstance(choice, (rq.ToolChoiceAny, rq.ToolChoiceTool))
         single = bool(getattr(choice, "disable_parallel_tool_use", False))
-        return {"grammar": grammar.tool_calls(specs, forced, single), "parse_calls": True}
+        return {"grammar": grammar.tool_calls(specs, forced, single, calls), "calls": calls}
     if params.output_config is not None and params.output_config.format is not None:
         return {"grammar": grammar.json_output(params.output_config.format.schema_)}
     return {}

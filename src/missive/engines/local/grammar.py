@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from llama_cpp.llama_grammar import SchemaConverter
 
-from missive.engines.prompt import CALL_CLOSE, CALL_OPEN, ToolSpec
+from missive.engines.prompt import MISSIVE_CALLS, CallSyntax, ToolSpec
 
 log = logging.getLogger("missive.engine")
 
@@ -75,8 +75,8 @@ def _schema_rule(converter: SchemaConverter, schema: dict, name: str) -> str:
         return converter.visit(ANY_OBJECT, f"{name}-any")
 
 
-def tool_calls(tools: list[ToolSpec], forced: bool, single: bool) -> Grammar:
-    """Calls `<tool_call name="X">{...}</tool_call>`, each input matching X's schema.
+def tool_calls(tools: list[ToolSpec], forced: bool, single: bool, syntax: CallSyntax = MISSIVE_CALLS) -> Grammar:
+    """Calls written in `syntax` (e.g. `<tool_call name="X">{...}</tool_call>`), each input matching X's schema.
 
     `forced` constrains from the first token (tool_choice any/tool); otherwise the grammar wakes up
     when the model starts a call. `single` allows one call (disable_parallel_tool_use).
@@ -85,11 +85,11 @@ def tool_calls(tools: list[ToolSpec], forced: bool, single: bool) -> Grammar:
     calls = []
     for index, tool in enumerate(tools):
         body = _schema_rule(converter, tool.schema, f"tool-{index}")
-        calls.append(f"{_literal(CALL_OPEN + tool.name + chr(34) + '>')} {body} {_literal(CALL_CLOSE)}")
+        calls.append(f"{_literal(syntax.open + tool.name + syntax.name_end)} {body} {_literal(syntax.close)}")
     converter._add_rule("call", " | ".join(f"( {call} )" for call in calls))
     more = f' ( "\\n"? call ){{0,{MAX_PARALLEL_CALLS - 1}}}'
     converter._add_rule("root", "call" if single else "call" + more)
-    return Grammar(converter.format_grammar(), None if forced else CALL_OPEN.split(" ")[0])
+    return Grammar(converter.format_grammar(), None if forced else syntax.trigger)
 
 
 def json_output(schema: dict) -> Grammar:

@@ -21,7 +21,7 @@ import jinja2.sandbox
 import llama_cpp
 from llama_cpp import _internals
 
-from missive.engines.prompt import MARK, ChatPrompt, Ttl
+from missive.engines.prompt import CALL_SYNTAXES, MARK, ChatPrompt, Ttl, template_call_syntax
 from missive.settings import LocalEngineSettings, ModelSettings
 
 log = logging.getLogger("missive.engine")
@@ -88,10 +88,15 @@ class LocalModel:
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
         self.bos_text = self.piece(self.model.token_bos()).decode(errors="ignore")
         self.eos_text = self.piece(self.model.token_eos()).decode(errors="ignore")
-        template = self.model.metadata().get("tokenizer.chat_template") or CHATML_TEMPLATE
+        if config.chat_template_file:
+            template = Path(config.chat_template_file).read_text()
+        else:
+            template = self.model.metadata().get("tokenizer.chat_template") or CHATML_TEMPLATE
         env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         env.globals["raise_exception"] = _raise_template_error
         self.template = env.from_string(template)
+        self.calls = template_call_syntax(template) if config.tool_format == "auto" else CALL_SYNTAXES[config.tool_format]
+        log.info("model %s: tools reach it in the %s format", config.id, self.calls.name)
         log.info(
             "model %s ready in %.2f s: %d sequences x %d tokens of context (trained on %d), %d threads",
             config.id,
@@ -106,14 +111,24 @@ class LocalModel:
 
     def prompt(self, chat: ChatPrompt, with_boundaries: bool) -> Prompt:
         """Render and tokenize. Block boundaries are worked out only when asked (prompt caching)."""
-        messages = [{"role": turn.role, "content": turn.content} for turn in chat.turns]
+        messages = [
+            {"role": turn.role, "content": turn.content, **({"tool_calls": turn.tool_calls} if turn.tool_calls else {})}
+            for turn in chat.turns
+        ]
         marked = self.template.render(
-            messages=messages, add_generation_prompt=True, bos_token=self.bos_text, eos_token=self.eos_text
+            messages=messages,
+            tools=chat.tools,
+            add_generation_prompt=True,
+            bos_token=self.bos_text,
+            eos_token=self.eos_text,
         ) + chat.prefill
         parts = marked.split(MARK)
         text = "".join(parts)
         tokens = self.tokenize(text)
         if not with_boundaries:
+            return Prompt(tokens, [], [])
+        if len(parts) - 1 != len(chat.marks):  # the template dropped or escaped block text: no boundaries known
+            log.warning("model %s: the chat template does not render every block as text; caching is off", self.config.id)
             return Prompt(tokens, [], [])
         offsets, at = [], 0  # byte offset of each mark in the clean text
         for part in parts[:-1]:

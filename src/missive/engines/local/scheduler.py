@@ -36,7 +36,7 @@ from missive.engines.local.prompt_cache import Plan, PromptCache, lookup_positio
 from missive.engines.local.stops import StopMatcher
 from missive.engines.local.thinking import FORCED_CLOSE, ThinkingSplitter
 from missive.engines.local.toolcalls import CallEnd, CallInput, CallParser, CallStart, Piece, Text
-from missive.engines.prompt import Ttl
+from missive.engines.prompt import CallSyntax, Ttl
 from missive.settings import LocalEngineSettings
 from missive.wire.errors import ApiError
 from missive.wire.ids import new_id
@@ -62,7 +62,7 @@ class Job:
     workspace: str
     emit: Callable[[Event | BaseException], None]
     grammar: Grammar | None = None  # constrains the output (tool calls, structured output)
-    parse_calls: bool = False  # tools are on: split calls out of the output
+    calls: CallSyntax | None = None  # tools are on: split calls written this way out of the output
     thinking: bool = False  # the output starts inside <think>
     thinking_budget: int | None = None
     show_thinking: bool = True  # display "omitted": the block keeps its signature, not its text
@@ -240,7 +240,7 @@ class Scheduler:
             TokenSampler(self.model.vocab, job.sampling, job.grammar),
             started,
             stops=StopMatcher(job.stops),
-            calls=CallParser() if job.parse_calls else None,
+            calls=CallParser(job.calls) if job.calls is not None else None,
             thinking=ThinkingSplitter() if job.thinking else None,
         )
         for position, ttl in usage_plan.writes:

@@ -1,4 +1,4 @@
-"""Splits streamed model output into text and tool calls written `<tool_call name="X">{...}</tool_call>`.
+"""Splits streamed model output into text and tool calls written in the model's `CallSyntax`.
 
 Text that could still turn out to be the start of a call (or of its end) is held back until it is
 known, so a client never sees a piece of the call syntax; the call's JSON streams as it comes.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from missive.engines.prompt import CALL_CLOSE, CALL_OPEN
+from missive.engines.prompt import MISSIVE_CALLS, CallSyntax
 
 
 @dataclass
@@ -43,7 +43,8 @@ def _held(buffer: str, marker: str) -> int:
 
 
 class CallParser:
-    def __init__(self) -> None:
+    def __init__(self, syntax: CallSyntax = MISSIVE_CALLS) -> None:
+        self.syntax = syntax
         self.buffer = ""
         self.state = "text"  # text -> header -> input -> text ...
         self.calls = 0
@@ -55,11 +56,12 @@ class CallParser:
     def feed(self, text: str) -> list[Piece]:
         self.buffer += text
         pieces: list[Piece] = []
+        opening, name_end, closing = self.syntax.open, self.syntax.name_end, self.syntax.close
         while True:
             if self.state == "text":
-                at = self.buffer.find(CALL_OPEN)
+                at = self.buffer.find(opening)
                 if at == -1:
-                    keep = _held(self.buffer, CALL_OPEN)
+                    keep = _held(self.buffer, opening)
                     emit, self.buffer = self.buffer[: len(self.buffer) - keep], self.buffer[len(self.buffer) - keep :]
                     if emit and (self.calls == 0 or emit.strip()):
                         pieces.append(Text(emit))
@@ -67,17 +69,17 @@ class CallParser:
                 before = self.buffer[:at]
                 if before and (self.calls == 0 or before.strip()):
                     pieces.append(Text(before))
-                self.buffer, self.state = self.buffer[at + len(CALL_OPEN) :], "header"
+                self.buffer, self.state = self.buffer[at + len(opening) :], "header"
             elif self.state == "header":
-                end = self.buffer.find('">')
+                end = self.buffer.find(name_end)
                 if end == -1:
                     return pieces
                 pieces.append(CallStart(self.buffer[:end]))
-                self.buffer, self.state = self.buffer[end + 2 :], "input"
+                self.buffer, self.state = self.buffer[end + len(name_end) :], "input"
             else:
-                at = self.buffer.find(CALL_CLOSE)
+                at = self.buffer.find(closing)
                 if at == -1:
-                    keep = _held(self.buffer, CALL_CLOSE)
+                    keep = _held(self.buffer, closing)
                     emit, self.buffer = self.buffer[: len(self.buffer) - keep], self.buffer[len(self.buffer) - keep :]
                     if emit:
                         pieces.append(CallInput(emit))
@@ -86,7 +88,7 @@ class CallParser:
                     pieces.append(CallInput(self.buffer[:at]))
                 pieces.append(CallEnd())
                 self.calls += 1
-                self.buffer, self.state = self.buffer[at + len(CALL_CLOSE) :], "text"
+                self.buffer, self.state = self.buffer[at + len(closing) :], "text"
 
     def flush(self) -> list[Piece]:
         """The end of the output: what was held back is text (or the rest of an unfinished call)."""
