@@ -265,15 +265,17 @@ def _to_template_chat(generation: Generation, calls: CallSyntax) -> ChatPrompt:
     """
     params = generation.params
     marks: list[Ttl | None] = []
-    carried: list[Ttl | None] = [None]  # a breakpoint waiting for the next block boundary
+    carried: Ttl | None = None  # a breakpoint waiting for the next block boundary
 
     def carry(ttl: Ttl | None) -> None:
-        carried[0] = ttl or carried[0]
+        nonlocal carried
+        carried = ttl or carried
 
     def joined(pieces: list[tuple[str, Ttl | None]]) -> str:
+        nonlocal carried
         for _, ttl in pieces:
-            marks.append(ttl or carried[0])
-            carried[0] = None
+            marks.append(ttl or carried)
+            carried = None
         return "\n\n".join(text.replace(MARK, "") + MARK for text, _ in pieces)
 
     specs = [(spec, tool) for tool in params.tools or [] if (spec := tool_spec(tool)) is not None]
