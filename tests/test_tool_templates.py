@@ -14,12 +14,11 @@ import anthropic
 import httpx
 import jsonschema
 import pytest
+from test_tools import ASK, SCHEMAS, tool, tool_uses
 
 from missive.engines.local.grammar import tool_calls
 from missive.engines.local.toolcalls import CallEnd, CallInput, CallParser, CallStart, Text
 from missive.engines.prompt import HERMES_CALLS, MISSIVE_CALLS, ToolSpec, template_call_syntax
-
-from test_tools import ASK, SCHEMAS, tool, tool_uses
 
 MODEL = "smollm2-hermes"
 
