@@ -60,7 +60,9 @@ class LocalEngineSettings(BaseModel):
     threads: int = Field(default=0, ge=0, description="CPU threads for llama.cpp; 0 = all cores")
     parallel: int = Field(default=4, ge=1, le=64, description="Sequences decoded together in each forward pass")
     prefill_chunk: int = Field(
-        default=256, ge=16, description="Prompt tokens evaluated per step (chunks of at most this size), so long prompts do not stall streams"
+        default=256,
+        ge=16,
+        description="Prompt tokens evaluated per step (chunks of at most this size), so long prompts do not stall streams",
     )
     flash_attention: bool = True
     unified_kv: bool = Field(

@@ -214,7 +214,7 @@ def _is_billing_stamp(block: rq.TextBlock) -> bool:
     return block.text.startswith(BILLING_HEADER)
 
 
-def to_chat(generation: Generation, calls: CallSyntax = MISSIVE_CALLS) -> ChatPrompt:
+def to_chat(generation: Generation, calls: CallSyntax) -> ChatPrompt:
     """The turns to render. With `MISSIVE_CALLS` tools are text of Missive's own; otherwise the template takes them."""
     if calls is not MISSIVE_CALLS:
         return _to_template_chat(generation, calls)

@@ -83,6 +83,7 @@ class LocalEngine:
     async def generate(self, generation: Generation) -> AsyncIterator[Event]:
         params = generation.params
         assert isinstance(params, rq.MessageCreateParams)
+        calls = self._models[generation.model.id].calls
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Event | BaseException] = asyncio.Queue()
         job = Job(
@@ -98,7 +99,7 @@ class LocalEngine:
             thinking=generation.model.capabilities.thinking and _thinking_on(params),
             thinking_budget=params.thinking.budget_tokens if isinstance(params.thinking, rq.ThinkingEnabled) else None,
             show_thinking=getattr(params.thinking, "display", None) != "omitted",
-            **_constraints(params, self._models[generation.model.id].calls),
+            **_constraints(params, calls),
             emit=lambda event: loop.call_soon_threadsafe(events.put_nowait, event),
         )
         self.schedulers[generation.model.id].submit(job)
@@ -115,7 +116,7 @@ class LocalEngine:
 
 
 def _constraints(params: rq.MessageCreateParams, calls: CallSyntax) -> dict[str, Any]:
-    """The grammar for this request's output, and whether to parse tool calls out of it.
+    """The grammar for this request's output, and the syntax of the tool calls to parse out of it.
 
     With tools (and tool_choice other than none) calls are parsed, and their inputs constrained:
     from the first token for `any` and `tool`, from the moment the model starts a call for `auto`.

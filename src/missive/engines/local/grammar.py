@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from llama_cpp.llama_grammar import SchemaConverter
 
-from missive.engines.prompt import MISSIVE_CALLS, CallSyntax, ToolSpec
+from missive.engines.prompt import CallSyntax, ToolSpec
 
 log = logging.getLogger("missive.engine")
 
@@ -75,7 +75,7 @@ def _schema_rule(converter: SchemaConverter, schema: dict, name: str) -> str:
         return converter.visit(ANY_OBJECT, f"{name}-any")
 
 
-def tool_calls(tools: list[ToolSpec], forced: bool, single: bool, syntax: CallSyntax = MISSIVE_CALLS) -> Grammar:
+def tool_calls(tools: list[ToolSpec], forced: bool, single: bool, syntax: CallSyntax) -> Grammar:
     """Calls written in `syntax` (e.g. `<tool_call name="X">{...}</tool_call>`), each input matching X's schema.
 
     `forced` constrains from the first token (tool_choice any/tool); otherwise the grammar wakes up

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from missive.engines.prompt import MISSIVE_CALLS, CallSyntax
+from missive.engines.prompt import CallSyntax
 
 
 @dataclass
@@ -43,7 +43,7 @@ def _held(buffer: str, marker: str) -> int:
 
 
 class CallParser:
-    def __init__(self, syntax: CallSyntax = MISSIVE_CALLS) -> None:
+    def __init__(self, syntax: CallSyntax) -> None:
         self.syntax = syntax
         self.buffer = ""
         self.state = "text"  # text -> header -> input -> text ...
