@@ -14,7 +14,7 @@ import anthropic
 import httpx
 import jsonschema
 import pytest
-from test_tools import ASK, SCHEMAS, tool, tool_uses
+from test_tools import ASK, SCHEMAS, answered, tool, tool_uses
 
 from missive.engines.local.grammar import tool_calls
 from missive.engines.local.toolcalls import CallEnd, CallInput, CallParser, CallStart, Text
@@ -100,14 +100,7 @@ def test_a_tool_loop_through_the_template(client: anthropic.Anthropic) -> None:
         model=MODEL, max_tokens=600, temperature=0, tools=tools, tool_choice={"type": "any"}, messages=messages
     )
     assert first.stop_reason == "tool_use"
-    messages.append({"role": "assistant", "content": [block.model_dump(exclude_none=True) for block in first.content]})
-    messages.append({
-        "role": "user",
-        "content": [
-            *({"type": "tool_result", "tool_use_id": c.id, "content": "Sunny, 21 degrees."} for c in tool_uses(first)),
-            {"type": "text", "text": "Thanks. Summarise it in one sentence."},
-        ],
-    })
+    messages += answered(first, "Sunny, 21 degrees.", {"type": "text", "text": "Thanks. Summarise it in one sentence."})
     final = client.messages.create(model=MODEL, max_tokens=40, tools=tools, messages=messages)
     assert final.content and final.stop_reason in ("end_turn", "max_tokens", "tool_use")
     for call in tool_uses(final):

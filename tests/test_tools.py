@@ -75,6 +75,15 @@ def tool_uses(message: anthropic.types.Message) -> list:
     return [block for block in message.content if block.type == "tool_use"]
 
 
+def answered(message: anthropic.types.Message, result: str, *after: dict) -> list[dict]:
+    """The assistant turn that called tools, then a user turn with a result for each call (and `after`)."""
+    results = [{"type": "tool_result", "tool_use_id": call.id, "content": result} for call in tool_uses(message)]
+    return [
+        {"role": "assistant", "content": [block.model_dump(exclude_none=True) for block in message.content]},
+        {"role": "user", "content": [*results, *after]},
+    ]
+
+
 @pytest.mark.parametrize("name", list(SCHEMAS))
 def test_forced_calls_always_validate(client: anthropic.Anthropic, name: str) -> None:
     for question in ASK[0]["content"], "Please call the tool with sensible values.":
@@ -199,15 +208,7 @@ def test_a_tool_loop_ends_in_text(client: anthropic.Anthropic) -> None:
         model=MODEL, max_tokens=600, temperature=0, tools=tools, tool_choice={"type": "any"}, messages=messages
     )
     assert first.stop_reason == "tool_use"
-    messages.append({"role": "assistant", "content": [block.model_dump(exclude_none=True) for block in first.content]})
-    messages.append(
-        {
-            "role": "user",
-            "content": [
-                {"type": "tool_result", "tool_use_id": call.id, "content": "Sunny, 21 degrees."} for call in tool_uses(first)
-            ],
-        }
-    )
+    messages += answered(first, "Sunny, 21 degrees.")
     final = client.messages.create(model=MODEL, max_tokens=60, tools=tools, tool_choice={"type": "none"}, messages=messages)
     assert final.content and final.content[0].type == "text" and final.stop_reason in ("end_turn", "max_tokens")
     # the history (tool use and result) is part of the prompt, and counting agrees with creating
