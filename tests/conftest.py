@@ -23,6 +23,9 @@ import anthropic
 import httpx
 import pytest
 
+from clients import harness
+from clients.recorder import Recorder
+
 # A second model entry over the same GGUF: small limits, an explicit alias. It makes the registry
 # real (several models, pagination) and makes the context-limit tests cheap.
 CONFIG = """
@@ -160,3 +163,25 @@ def http(server: Server) -> Iterator[httpx.Client]:
     headers = {"x-api-key": server.api_key, "anthropic-version": "2023-06-01"}
     with httpx.Client(base_url=server.base_url, headers=headers, timeout=60) as http_client:
         yield http_client
+
+
+# --- the real clients (tests/clients/) ----------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def clients_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A Missive configured for the real clients (tests/clients/harness.py), for the whole session."""
+    harness.require_clients()
+    with run_server(tmp_path_factory.mktemp("missive-clients"), harness.CONFIG) as running:
+        yield running
+
+
+@pytest.fixture
+def recorder(clients_server: Server) -> Iterator[Recorder]:
+    """A recording proxy in front of `clients_server`, fresh for each test."""
+    proxy = Recorder(clients_server.base_url)
+    proxy.start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()

@@ -96,7 +96,8 @@ def error_of(response: httpx.Response, status: int = 400, error_type: str = "inv
             "'text', 'image', 'document', 'search_result', 'tool_use', 'tool_result', 'thinking', 'redacted_thinking', "
             "'server_tool_use', 'web_search_tool_result', 'web_fetch_tool_result', 'code_execution_tool_result', "
             "'bash_code_execution_tool_result', 'text_editor_code_execution_tool_result', 'tool_search_tool_result', "
-            "'container_upload', 'mid_conv_system'",
+            "'container_upload', 'compaction', 'mcp_tool_use', 'mcp_tool_result', 'mcp_tool_listing', "
+            "'advisor_tool_result', 'fallback', 'tool_addition', 'tool_removal'",
         ),
     ],
 )
@@ -160,16 +161,151 @@ def test_version_2026_10_21_removed_the_sampling_parameters(http: httpx.Client) 
     assert response.status_code == 200
 
 
-def test_anthropic_beta_header(http: httpx.Client) -> None:
+def test_unknown_betas_are_accepted_and_logged_once(http: httpx.Client, server) -> None:  # type: ignore[no-untyped-def]
     known = "prompt-caching-2024-07-31, token-counting-2024-11-01,claude-code-20250219"
     assert http.post("/v1/messages", json=body(), headers={"anthropic-beta": known}).status_code == 200
-    response = http.post("/v1/messages", json=body(), headers={"anthropic-beta": "prompt-caching-2024-07-31,made-up-beta"})
-    assert error_of(response) == (
-        "Unexpected value(s) `made-up-beta` for the `anthropic-beta` header. Please consult our documentation at "
-        "platform.claude.com/docs or try again without the header."
+    start = len(server.log())
+    for _ in range(2):  # every client release adds betas: a new name is never a 400
+        response = http.post("/v1/messages/count_tokens", json=count(), headers={"anthropic-beta": "from-the-future-2031-01-01"})
+        assert response.status_code == 200, response.text
+    assert server.log()[start:].count("accepting unknown anthropic-beta 'from-the-future-2031-01-01'") == 1
+    # A field that a known beta gates stays gated by it.
+    assert error_of(http.post("/v1/messages", json=body(context_management={"edits": []}))) == (
+        "context_management: Extra inputs are not permitted"
     )
     managed = body(context_management={"edits": [{"type": "clear_tool_uses_20250919"}]})
     assert http.post("/v1/messages", json=managed, headers={"anthropic-beta": "context-management-2025-06-27"}).status_code == 200
+
+
+def test_strict_betas_refuse_unknown_names_with_the_claude_api_text() -> None:
+    from missive.wire.betas import parse_betas
+    from missive.wire.errors import ApiError
+
+    with pytest.raises(ApiError) as refused:
+        parse_betas("prompt-caching-2024-07-31,made-up-beta", strict=True)
+    assert refused.value.message == (
+        "Unexpected value(s) `made-up-beta` for the `anthropic-beta` header. Please consult our documentation at "
+        "platform.claude.com/docs or try again without the header."
+    )
+    assert parse_betas("made-up-beta", strict=True, extra_known=["made-up-beta"]).unknown == ()
+    assert parse_betas("made-up-beta").unknown == ("made-up-beta",)
+
+
+def count(**overrides: object) -> dict:
+    return {"model": MODEL, "messages": USER, **overrides}
+
+
+CC_BETAS = "claude-code-20250219,interleaved-thinking-2025-05-14,context-management-2025-06-27"
+
+
+@pytest.mark.parametrize(
+    ("messages", "beta", "error"),
+    [
+        # Claude Code 2.1.332 sets this turn's effort with an empty system message (per-turn control).
+        ([*USER, {"role": "system", "content": [], "output_config": {"effort": "medium"}}], "per-turn-control-2026-07-01",
+         "messages.1.output_config: Extra inputs are not permitted"),
+        ([*USER, {"role": "system", "content": "Only this turn.", "clear_at": "next_user_message"}],
+         "mid-conversation-system-clear-at-2026-08-21", "messages.1.clear_at: Extra inputs are not permitted"),
+        ([*USER, {"role": "system", "content": [{"type": "tool_addition", "tool": {"type": "tool_reference", "name": "x"}},
+                                                 {"type": "tool_removal", "tool": {"type": "tool_reference", "name": "y"}}]}],
+         "mid-conversation-tool-changes-2026-07-01",
+         "messages.1.content.0: `tool_addition` blocks need the `anthropic-beta` header "
+         "`mid-conversation-tool-changes-2026-07-01`"),
+    ],
+)  # fmt: skip
+def test_claude_code_system_messages(http: httpx.Client, messages: list, beta: str, error: str) -> None:
+    payload = count(messages=messages)
+    response = http.post("/v1/messages/count_tokens?beta=true", json=payload, headers={"anthropic-beta": f"{CC_BETAS},{beta}"})
+    assert response.status_code == 200, response.text
+    assert error_of(http.post("/v1/messages/count_tokens", json=payload, headers={"anthropic-beta": CC_BETAS})) == error
+
+
+def test_what_a_system_message_may_hold(http: httpx.Client) -> None:
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
+    assert error_of(http.post("/v1/messages/count_tokens", json=count(messages=[*USER, {"role": "system", "content": [image]}]))) == (
+        "messages.1.content.0: system messages take only `text`, `tool_addition` and `tool_removal` blocks, not `image`"
+    )
+    clearing = {"anthropic-beta": "mid-conversation-system-clear-at-2026-08-21"}
+    user_clear_at = count(messages=[{"role": "user", "content": "Hi", "clear_at": "never"}])
+    assert error_of(http.post("/v1/messages/count_tokens", json=user_clear_at, headers=clearing)) == (
+        "messages.0.clear_at: only permitted on `system` messages"
+    )
+    assert error_of(http.post("/v1/messages/count_tokens", json=count(messages=[*USER, {"role": "system"}]))) == (
+        "messages.1: a system message needs `content` or `output_config`"
+    )
+    assert error_of(http.post("/v1/messages/count_tokens", json=count(messages=[{"role": "user"}]))) == (
+        "messages.0.content: Field required"
+    )
+
+
+def test_a_system_message_is_shown_where_it_stands_until_it_clears(http: httpx.Client) -> None:
+    def tokens(messages: list) -> int:
+        headers = {"anthropic-beta": "mid-conversation-system-clear-at-2026-08-21"}
+        response = http.post("/v1/messages/count_tokens", json=count(messages=messages), headers=headers)
+        assert response.status_code == 200, response.text
+        return response.json()["input_tokens"]
+
+    note = {"role": "system", "content": "Answer in French from now on."}
+    later = [{"role": "assistant", "content": "Bonjour."}, {"role": "user", "content": "Again"}]
+    base = tokens([*USER, *later])
+    assert tokens([*USER, note, *later]) > base  # shown
+    assert tokens([*USER, {**note, "clear_at": "next_user_message"}, *later]) == base  # cleared by the later user turn
+    assert tokens([*USER, *later, {**note, "clear_at": "next_user_message"}]) > base  # not yet
+
+
+@pytest.mark.parametrize(
+    ("overrides", "beta", "error"),
+    [
+        ({"thinking": {"type": "adaptive", "display": "updates"}}, "thinking-display-updates-2026-08-18",
+         "thinking.display: `updates` needs the `anthropic-beta` header `thinking-display-updates-2026-08-18`"),
+        ({"thinking": {"type": "adaptive", "block_binding": {"prefix_mismatch_behavior": "drop_block"}}},
+         "thinking-binding-controls-2026-08-01", "thinking.block_binding: Extra inputs are not permitted"),
+        ({"system": [{"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral", "scope": "global"}}]},
+         "prompt-caching-scope-2026-01-05", "system.0.cache_control.scope: Extra inputs are not permitted"),
+        ({"output_config": {"task_budget": {"type": "tokens", "total": 1000}}}, "task-budgets-2026-03-13",
+         "output_config.task_budget: Extra inputs are not permitted"),
+    ],
+)  # fmt: skip
+def test_fields_of_newer_betas(http: httpx.Client, overrides: dict, beta: str, error: str) -> None:
+    payload = count(**overrides)
+    assert http.post("/v1/messages/count_tokens", json=payload, headers={"anthropic-beta": beta}).status_code == 200
+    assert error_of(http.post("/v1/messages/count_tokens", json=payload)) == error
+
+
+def test_the_newest_sdk_types_parse(http: httpx.Client) -> None:
+    """What anthropic 2.16 may send without a beta."""
+    assert http.post("/v1/messages/count_tokens", json=count(thinking={"type": "between_tools"}, speed="standard")).status_code == 200
+    use = {"type": "tool_use", "id": "toolu_1", "name": "get", "input": {}, "toolset_name": "kit"}
+    result = {"type": "tool_result", "tool_use_id": "toolu_1", "toolset_name": "kit",
+              "content": [{"type": "text", "text": "ok"}, {"type": "tool_reference", "tool_name": "get"}]}
+    tools = [{"name": "get", "input_schema": {"type": "object"}}]
+    turns = [*USER, {"role": "assistant", "content": [use]}, {"role": "user", "content": [result]}]
+    assert http.post("/v1/messages/count_tokens", json=count(messages=turns, tools=tools)).status_code == 200
+    assert error_of(http.post("/v1/messages/count_tokens", json=count(tools=[{"type": "browser_toolset_20260801"}]))) == (
+        "tools.0: server tool browser_toolset_20260801 is not available on this server"
+    )  # fmt: skip
+
+
+def test_version_2026_10_21_rules_for_blocks(http: httpx.Client) -> None:
+    new = {"anthropic-version": "2026-10-21"}
+    doc = {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "Notes."}}
+    in_assistant = count(messages=[*USER, {"role": "assistant", "content": [doc]}, {"role": "user", "content": "Go on"}])
+    assert http.post("/v1/messages/count_tokens", json=in_assistant).status_code == 200
+    assert error_of(http.post("/v1/messages/count_tokens", json=in_assistant, headers=new)) == (
+        "messages.1.content.0: `document` blocks are not allowed in assistant messages (API version 2026-10-21)"
+    )
+    cited = {"type": "text", "text": "As quoted.", "citations": [{"type": "char_location", "cited_text": "x"}]}
+    for content, where in (
+        ([cited], "messages.0.content.0"),
+        ([{"type": "search_result", "source": "s", "title": "t", "content": [cited]}], "messages.0.content.0.content.0"),
+    ):
+        payload = count(messages=[{"role": "user", "content": content}])
+        assert http.post("/v1/messages/count_tokens", json=payload).status_code == 200
+        assert error_of(http.post("/v1/messages/count_tokens", json=payload, headers=new)) == (
+            f"{where}.citations: citations are not allowed on text in user messages (API version 2026-10-21)"
+        )
+    uncited = count(messages=[{"role": "user", "content": [{**cited, "citations": []}]}])
+    assert http.post("/v1/messages/count_tokens", json=uncited, headers=new).status_code == 200
 
 
 def test_claude_code_request_shape_is_accepted(http: httpx.Client) -> None:

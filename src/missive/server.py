@@ -73,20 +73,32 @@ class RequestIdMiddleware:
             await response(scope, receive, send_with_id)
 
 
+def _refused(request: Request, error: ApiError) -> Response:
+    """Every refusal leaves one log line, as a success does: clients such as Claude Code hide some
+    4xx by quietly re-sending the request without the refused part."""
+    log.log(
+        logging.ERROR if error.status >= 500 else logging.INFO,
+        "%s %s %s -> %d %s: %s",
+        request.state.request_id,
+        request.method,
+        request.url.path,
+        error.status,
+        error.error_type,
+        error.message,
+    )
+    return error_response(error, request.state.request_id)
+
+
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    if exc.status >= 500:
-        log.error("%s %s: %s", request.state.request_id, exc.error_type, exc.message)
-    return error_response(exc, request.state.request_id)
+    return _refused(request, exc)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code in (404, 405):  # unknown path, or a method the path does not take
-        error = ApiError(404, f"Not found: {request.method} {request.url.path}")
-    else:
-        error = ApiError(exc.status_code, str(exc.detail))
-    return error_response(error, request.state.request_id)
+        return _refused(request, ApiError(404, f"Not found: {request.method} {request.url.path}"))
+    return _refused(request, ApiError(exc.status_code, str(exc.detail)))
 
 
 async def _metrics(request: Request) -> Response:

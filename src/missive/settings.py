@@ -36,6 +36,13 @@ class ModelSettings(BaseModel):
         "a generation that reaches the end of the context stops with model_context_window_exceeded.",
     )
     aliases: list[str] = Field(default_factory=list, description="Other model ids that resolve to this model")
+    temperature: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Sampling temperature of requests that set none (the Claude API's default is 1). API version "
+        "2026-10-21 takes no sampling parameters, so this is how an operator makes a small model steadier",
+    )
     reasoning: bool = Field(
         default=False,
         description="The model thinks in <think>...</think> before answering: its thinking becomes thinking blocks",
@@ -199,7 +206,14 @@ class Settings(BaseSettings):
     local: LocalEngineSettings = Field(default_factory=LocalEngineSettings)
     max_request_bytes: int = 32 * 1024 * 1024
     ping_interval: float = Field(default=10.0, gt=0, description="Seconds between keep-alive pings in a stream")
-    extra_betas: list[str] = Field(default_factory=list, description="anthropic-beta values to accept beyond ours")
+    strict_betas: bool = Field(
+        default=False,
+        description="Refuse anthropic-beta values this server does not know (the Claude API's 400). Off by default: "
+        "every client release adds betas, and an unknown one is accepted, ignored and logged once",
+    )
+    extra_betas: list[str] = Field(
+        default_factory=list, description="anthropic-beta values to count as known (matters with strict_betas)"
+    )
     database_url: str | None = Field(
         default=None,
         description="SQLAlchemy URL; empty for SQLite in data_dir. PostgreSQL: postgresql+psycopg://user@host/db",

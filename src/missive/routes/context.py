@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -9,19 +10,21 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from missive.gateway.auth import Principal, authenticate
-from missive.wire.betas import parse_betas
+from missive.wire.betas import Betas, parse_betas
 from missive.wire.errors import ApiError, invalid
 from missive.wire.requests import first_error_message
 
 API_VERSIONS = ("2023-06-01", "2026-10-21")
 Params = TypeVar("Params", bound=BaseModel)
+log = logging.getLogger("missive.betas")
+_unknown_logged: set[str] = set()  # each unknown beta is logged once per process
 
 
 @dataclass(frozen=True)
 class CallContext:
     principal: Principal
     version: str
-    betas: set[str]
+    betas: Betas
 
 
 async def call_context(request: Request) -> CallContext:
@@ -32,7 +35,12 @@ async def call_context(request: Request) -> CallContext:
         raise invalid("anthropic-version: header is required")
     if version not in API_VERSIONS:
         raise invalid(f"anthropic-version: invalid version `{version}`; supported: {', '.join(API_VERSIONS)}")
-    betas = parse_betas(request.headers.get("anthropic-beta"), state.settings.extra_betas)
+    settings = state.settings
+    betas = parse_betas(request.headers.get("anthropic-beta"), settings.strict_betas, settings.extra_betas)
+    for name in betas.unknown:
+        if name not in _unknown_logged:
+            _unknown_logged.add(name)
+            log.info("accepting unknown anthropic-beta %r (it enables nothing here; strict_betas = true refuses it)", name)
     return CallContext(principal, version, betas)
 
 

@@ -29,7 +29,9 @@ def _generation(
     context: CallContext,
     thinking_key: bytes,
 ) -> Generation:
+    validate.check_version_rules(params, context.version)
     validate.check_beta_fields(params, context.betas)
+    validate.check_roles(params)
     validate.check_breakpoints(params)
     validate.check_tools(params)
     validate.check_tool_pairing(params.messages)  # the indexes the client sent, before turns are merged
@@ -50,10 +52,9 @@ async def create_message(request: Request) -> Response:
 
 async def _create_message(request: Request, context: CallContext, policy: Policy) -> Response:
     params = await read_params(request, rq.MessageCreateParams)
-    validate.check_version_rules(params, context.version)
-    validate.check_generation(params)
     registry: Registry = request.app.state.registry
     generation = _generation(registry, params, context, request.app.state.thinking_key)
+    validate.check_generation(params)
     card = generation.model
     request.state.model = card.id
     if params.max_tokens > card.max_output_tokens:

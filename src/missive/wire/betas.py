@@ -1,13 +1,19 @@
-"""The `anthropic-beta` header: a comma-separated list of beta names (spec §2.1)."""
+"""The `anthropic-beta` header: a comma-separated list of beta names (spec §2.1).
+
+Every client release adds beta names that no list written today can know, so by default a name we
+do not know is accepted and ignored (the caller logs it once). `strict` brings back the Claude API's
+400 for unknown names. A request field that a beta gates stays gated by it either way (validate.py).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from missive.wire.errors import invalid
 
-# Every value the official SDKs enumerate (PY types/anthropic_beta_param.py), and those Claude Code
-# sends. GA'd betas are accepted and ignored, as the Claude API does.
+# The values the newest official SDK enumerates (anthropic 2.16 `AnthropicBetaParam`, GA and beta),
+# and those Claude Code 2.1.x sends. GA'd betas are accepted and ignored, as the Claude API does.
 KNOWN_BETAS = frozenset(
     """
     computer-use-2024-10-22 computer-use-2025-01-24 computer-use-2025-11-24 output-128k-2025-02-19
@@ -30,19 +36,34 @@ KNOWN_BETAS = frozenset(
     claude-code-20250219 oauth-2025-04-20 fine-grained-tool-streaming-2025-05-14 effort-2025-11-24
     advanced-tool-use-2025-11-20 tool-search-tool-2025-10-19 tool-examples-2025-10-29 web-search-2025-03-05
     web-fetch-2025-09-10 prompt-caching-scope-2026-01-05 redact-thinking-2026-02-12
+    mid-conversation-system-2026-04-07 per-turn-control-2026-07-01
     """.split()
 )
 
 
-def parse_betas(header: str | None, extra_known: Iterable[str] = ()) -> set[str]:
+@dataclass(frozen=True)
+class Betas:
+    """The betas of one request: all of them, and those this server does not know."""
+
+    names: frozenset[str]
+    unknown: tuple[str, ...] = ()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names
+
+    def any_of(self, names: Iterable[str]) -> bool:
+        return not self.names.isdisjoint(names)
+
+
+def parse_betas(header: str | None, strict: bool = False, extra_known: Iterable[str] = ()) -> Betas:
+    """The header's names; with `strict`, an unknown name is the Claude API's 400."""
     if not header:
-        return set()
-    betas = {value.strip() for value in header.split(",") if value.strip()}
-    unknown = sorted(betas - KNOWN_BETAS - set(extra_known))
-    if unknown:
-        names = ", ".join(unknown)
+        return Betas(frozenset())
+    names = frozenset(value.strip() for value in header.split(",") if value.strip())
+    unknown = tuple(sorted(names - KNOWN_BETAS - set(extra_known)))
+    if unknown and strict:
         raise invalid(
-            f"Unexpected value(s) `{names}` for the `anthropic-beta` header. Please consult our documentation "
-            "at platform.claude.com/docs or try again without the header."
+            f"Unexpected value(s) `{', '.join(unknown)}` for the `anthropic-beta` header. Please consult our "
+            "documentation at platform.claude.com/docs or try again without the header."
         )
-    return betas
+    return Betas(names, unknown)

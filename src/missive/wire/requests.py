@@ -1,8 +1,11 @@
 """Request bodies of the Messages API as pydantic models (spec §3, §4, §11).
 
-Every model forbids unknown fields, as the Claude API does, so a typo comes back as
-`<dotted.path>: Extra inputs are not permitted`. Unions are tagged by `type`, so the tag appears in
-error paths (`tools.0.custom.name`, `messages.0.content.1.image.source.base64.data`).
+The surface is that of the newest official SDK's types (anthropic 2.16, GA and beta), so that what a
+current client may send parses. Every model forbids unknown fields, as the Claude API does, so a typo
+comes back as `<dotted.path>: Extra inputs are not permitted`. Unions are tagged by `type`, so the tag
+appears in error paths (`tools.0.custom.name`, `messages.0.content.1.image.source.base64.data`).
+Fields that exist only behind an `anthropic-beta` value are listed in `BETA_FIELDS` and checked by
+validate.py; what each role may hold is checked there too.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ class Strict(BaseModel):
 class CacheControl(Strict):
     type: Literal["ephemeral"]
     ttl: Literal["5m", "1h"] | None = None
+    scope: str | None = None  # beta: Claude Code marks its static system prompt "global"
 
 
 def _string_as_blocks(value: Any) -> Any:
@@ -93,10 +97,15 @@ class TextBlock(Strict):
     citations: list[Citation] | None = None
 
 
+class ImageTransformations(Strict):
+    oversized_image: Literal["downsize", "error"] | None = None
+
+
 class ImageBlock(Strict):
     type: Literal["image"]
     source: ImageSource
     cache_control: CacheControl | None = None
+    transformations: ImageTransformations | None = None
 
 
 class DocumentBlock(Strict):
@@ -128,6 +137,15 @@ class Caller(BaseModel):
     type: str
 
 
+class BrowserStateBlock(BaseModel):
+    """The browser toolset's tab state inside a tool result; shown to the model as JSON."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Literal["browser_state"]
+    tabs: list[dict[str, Any]]
+    cache_control: CacheControl | None = None
+
+
 class ToolUseBlock(Strict):
     type: Literal["tool_use"]
     id: str = Field(pattern=r"^[a-zA-Z0-9_-]+$")
@@ -135,10 +153,12 @@ class ToolUseBlock(Strict):
     input: dict[str, Any]
     cache_control: CacheControl | None = None
     caller: Caller | None = None
+    toolset_name: str | None = None
 
 
 ToolResultContent = Annotated[
-    Union[TextBlock, ImageBlock, DocumentBlock, SearchResultBlock, ToolReferenceBlock], Field(discriminator="type")
+    Union[TextBlock, ImageBlock, DocumentBlock, SearchResultBlock, ToolReferenceBlock, BrowserStateBlock],
+    Field(discriminator="type"),
 ]
 
 
@@ -148,6 +168,7 @@ class ToolResultBlock(Strict):
     content: str | list[ToolResultContent] | None = None
     is_error: bool | None = None
     cache_control: CacheControl | None = None
+    toolset_name: str | None = None
 
 
 class ThinkingBlock(Strict):
@@ -193,9 +214,66 @@ class ContainerUploadBlock(Strict):
     cache_control: CacheControl | None = None
 
 
-class MidConversationSystemBlock(Strict):
-    type: Literal["mid_conv_system"]
-    content: list[TextBlock]
+class OpaqueBlock(BaseModel):
+    """Blocks of the Claude API's own server features (MCP connector, advisor, compaction, fallback),
+    echoed back by a client; parsed so that the refusal names them (engines/prompt.py)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Literal["mcp_tool_use", "mcp_tool_result", "mcp_tool_listing", "advisor_tool_result", "fallback"]
+    cache_control: CacheControl | None = None
+
+
+class CompactionBlock(Strict):
+    """A summary that stands for the conversation before it (beta `compact-*`); shown as text."""
+
+    type: Literal["compaction"]
+    content: str | None = None
+    encrypted_content: str | None = None
+    signature: str | None = None
+    tool_changes: list[Annotated[Union["ToolAdditionBlock", "ToolRemovalBlock"], Field(discriminator="type")]] | None = None
+    cache_control: CacheControl | None = None
+
+
+# --- tool changes in the middle of a conversation (beta `mid-conversation-tool-changes-*`) ---------
+
+
+class ToolNameReference(Strict):
+    type: Literal["tool_reference"]
+    name: str
+
+
+class McpToolReference(Strict):
+    type: Literal["mcp_tool_reference"]
+    name: str
+    server_name: str
+
+
+class McpToolsetReference(Strict):
+    type: Literal["mcp_toolset_reference"]
+    server_name: str
+
+
+class ToolDefinition(Strict):
+    """A tool defined where it is added (beta `inline-tools-*`), instead of in `tools`."""
+
+    type: Literal["tool_definition"]
+    definition: "Tool"
+
+
+ToolChangeTarget = Annotated[
+    Union[ToolNameReference, McpToolReference, McpToolsetReference, ToolDefinition], Field(discriminator="type")
+]
+
+
+class ToolAdditionBlock(Strict):
+    type: Literal["tool_addition"]
+    tool: ToolChangeTarget
+    cache_control: CacheControl | None = None
+
+
+class ToolRemovalBlock(Strict):
+    type: Literal["tool_removal"]
+    tool: ToolChangeTarget
     cache_control: CacheControl | None = None
 
 
@@ -212,15 +290,28 @@ ContentBlock = Annotated[
         ServerToolUseBlock,
         ServerToolResultBlock,
         ContainerUploadBlock,
-        MidConversationSystemBlock,
+        CompactionBlock,
+        OpaqueBlock,
+        ToolAdditionBlock,
+        ToolRemovalBlock,
     ],
     Field(discriminator="type"),
 ]
 
 
+class SystemMessageOutputConfig(Strict):
+    effort: Literal["low", "medium", "high", "xhigh", "max"] | None = None
+
+
 class MessageParam(Strict):
+    """A user, assistant or system message. What each role may hold is checked in validate.py, so that
+    error paths stay `messages.N.content.M...` whatever the role."""
+
     role: Literal["user", "assistant", "system"]
-    content: Annotated[list[ContentBlock], BeforeValidator(_string_as_blocks)]
+    # Required but for a system message that carries only `output_config` (validate.check_roles).
+    content: Annotated[list[ContentBlock], BeforeValidator(_string_as_blocks)] = Field(default_factory=list)
+    clear_at: Literal["next_user_message", "never"] | None = None  # system messages only
+    output_config: SystemMessageOutputConfig | None = None  # system messages only: this turn's effort
 
 
 # --- tools ------------------------------------------------------------------------------------
@@ -269,11 +360,12 @@ class MemoryTool(ToolCommon):
 
 
 class ServerTool(BaseModel):
-    """Tools that the Claude API runs itself (web search, web fetch, code execution, tool search)."""
+    """Tools that the Claude API runs itself, or that need its computer and browser environments:
+    parsed so that the refusal can name them (engines/prompt.py)."""
 
     model_config = ConfigDict(extra="allow")
     type: str
-    name: str
+    name: str | None = None  # toolsets have none
 
 
 def _tool_tag(value: Any) -> str | None:
@@ -297,6 +389,10 @@ _TOOL_PREFIXES = [
     ("web_fetch_", "server"),
     ("code_execution_", "server"),
     ("tool_search_tool_", "server"),
+    ("browser_toolset_", "server"),
+    ("computer_", "server"),
+    ("mcp_toolset", "server"),
+    ("advisor_", "server"),
 ]
 
 Tool = Annotated[
@@ -338,10 +434,18 @@ ToolChoice = Annotated[
 # --- thinking and output ----------------------------------------------------------------------
 
 
+ThinkingDisplay = Literal["summarized", "omitted", "updates"]  # "updates": beta thinking-display-updates
+
+
+class BlockBinding(Strict):
+    prefix_mismatch_behavior: Literal["error", "drop_block"] | None = None
+
+
 class ThinkingEnabled(Strict):
     type: Literal["enabled"]
     budget_tokens: int = Field(ge=1024)
-    display: Literal["summarized", "omitted"] | None = None
+    display: ThinkingDisplay | None = None
+    block_binding: BlockBinding | None = None
 
 
 class ThinkingDisabled(Strict):
@@ -350,10 +454,19 @@ class ThinkingDisabled(Strict):
 
 class ThinkingAdaptive(Strict):
     type: Literal["adaptive"]
-    display: Literal["summarized", "omitted"] | None = None
+    display: ThinkingDisplay | None = None
+    block_binding: BlockBinding | None = None
 
 
-Thinking = Annotated[Union[ThinkingEnabled, ThinkingDisabled, ThinkingAdaptive], Field(discriminator="type")]
+class ThinkingBetweenTools(Strict):
+    """Think only between tool calls; for a local model the same as adaptive."""
+
+    type: Literal["between_tools"]
+
+
+Thinking = Annotated[
+    Union[ThinkingEnabled, ThinkingDisabled, ThinkingAdaptive, ThinkingBetweenTools], Field(discriminator="type")
+]
 
 
 class JsonOutputFormat(Strict):
@@ -361,9 +474,16 @@ class JsonOutputFormat(Strict):
     schema_: dict[str, Any] = Field(alias="schema")
 
 
+class TaskBudget(Strict):
+    type: Literal["tokens"]
+    total: int = Field(ge=0)
+    remaining: int | None = Field(default=None, ge=0)
+
+
 class OutputConfig(Strict):
     effort: Literal["low", "medium", "high", "xhigh", "max"] | None = None
     format: JsonOutputFormat | None = None
+    task_budget: TaskBudget | None = None  # beta
 
 
 class Metadata(Strict):
@@ -377,6 +497,11 @@ class Diagnostics(Strict):
 # --- top level --------------------------------------------------------------------------------
 
 
+class BillingPolicy(Strict):
+    type: Literal["billing_policy"]
+    bill_to: Literal["self", "user_profile"] | None = None
+
+
 class ConversationParams(Strict):
     """What `messages.create` and `count_tokens` have in common: the prompt."""
 
@@ -388,9 +513,11 @@ class ConversationParams(Strict):
     thinking: Thinking | None = None
     cache_control: CacheControl | None = None
     output_config: OutputConfig | None = None
-    # Beta fields: accepted only when their `anthropic-beta` value is sent (checked in validate.py).
+    speed: Literal["standard", "fast"] | None = None
+    # Beta fields: accepted only when their `anthropic-beta` value is sent (BETA_FIELDS, validate.py).
     context_management: dict[str, Any] | None = None
     mcp_servers: list[dict[str, Any]] | None = None
+    billing_policy: BillingPolicy | None = None
 
 
 class MessageCreateParams(ConversationParams):
@@ -404,8 +531,13 @@ class MessageCreateParams(ConversationParams):
     service_tier: Literal["auto", "standard_only"] | None = None
     container: str | dict[str, Any] | None = None
     inference_geo: str | None = None
-    speed: Literal["standard", "fast"] | None = None
     diagnostics: Diagnostics | None = None
+    # Beta fields, accepted and without effect here: server-side fallback, its credit token, and the
+    # safety classifier's context. (Features Missive cannot honour, such as server-kept threads and
+    # server-side compaction, are not fields here: they stay "Extra inputs are not permitted".)
+    fallbacks: Literal["default"] | list[dict[str, Any]] | None = None
+    fallback_credit_token: str | None = None
+    safeguards: list[dict[str, Any]] | None = None
 
 
 class CountTokensParams(ConversationParams):
@@ -417,3 +549,29 @@ def first_error_message(exc: ValidationError) -> str:
     error = exc.errors(include_url=False)[0]
     path = ".".join(str(part) for part in error["loc"])
     return f"{path}: {error['msg']}" if path else error["msg"]
+
+
+# Fields that exist only behind an `anthropic-beta` value: (model, field) -> the betas that enable it.
+# A `(model, field, value)` key gates one value of an enum. validate.check_beta_fields walks the request.
+BETA_FIELDS: dict[tuple[Any, ...], tuple[str, ...]] = {
+    (ConversationParams, "context_management"): (
+        "context-management-2025-06-27", "compact-2026-01-12", "compact-2026-09-04"
+    ),
+    (ConversationParams, "mcp_servers"): ("mcp-client-2025-04-04", "mcp-client-2025-11-20", "mcp-client-2026-09-15"),
+    (ConversationParams, "billing_policy"): ("user-profiles-billing-2026-10-01",),
+    (MessageCreateParams, "fallbacks"): ("server-side-fallback-2026-06-01", "server-side-fallback-2026-07-01"),
+    (MessageCreateParams, "fallback_credit_token"): ("fallback-credit-2026-06-01", "fallback-credit-2026-07-01"),
+    (MessageCreateParams, "safeguards"): ("dangerous-tool-use-2026-09-03",),
+    (MessageParam, "clear_at"): ("mid-conversation-system-clear-at-2026-08-21",),
+    (MessageParam, "output_config"): ("per-turn-control-2026-07-01", "mid-conversation-output-config-2026-07-01"),
+    (ToolAdditionBlock, "type"): ("mid-conversation-tool-changes-2026-07-01",),
+    (ToolRemovalBlock, "type"): ("mid-conversation-tool-changes-2026-07-01",),
+    (ToolDefinition, "type"): ("inline-tools-2026-09-15",),
+    (CompactionBlock, "type"): ("compact-2026-01-12", "compact-2026-09-04"),
+    (CacheControl, "scope"): ("prompt-caching-scope-2026-01-05",),
+    (OutputConfig, "task_budget"): ("task-budgets-2026-03-13",),
+    (ThinkingEnabled, "block_binding"): ("thinking-binding-controls-2026-08-01",),
+    (ThinkingAdaptive, "block_binding"): ("thinking-binding-controls-2026-08-01",),
+    (ThinkingEnabled, "display", "updates"): ("thinking-display-updates-2026-08-18",),
+    (ThinkingAdaptive, "display", "updates"): ("thinking-display-updates-2026-08-18",),
+}  # fmt: skip

@@ -6,31 +6,105 @@ merged into one, as the Claude API does. Every rule raises a 400 whose text foll
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+from pydantic import BaseModel
+
 from missive.wire import requests as rq
+from missive.wire.betas import Betas
 from missive.wire.errors import invalid
 from missive.wire.signatures import verify_thinking
 
-# Fields of the request that exist only behind an `anthropic-beta` value.
-BETA_FIELDS = {
-    "context_management": ("context-management-2025-06-27", "compact-2026-01-12", "compact-2026-09-04"),
-    "mcp_servers": ("mcp-client-2025-04-04", "mcp-client-2025-11-20", "mcp-client-2026-09-15"),
-}
 SAMPLING_FIELDS = ("temperature", "top_p", "top_k")
 MAX_BREAKPOINTS = 4
+NEW_VERSION = "2026-10-21"
+_SYSTEM_BLOCKS = (rq.TextBlock, rq.ToolAdditionBlock, rq.ToolRemovalBlock)
 
 
-def check_beta_fields(params: rq.ConversationParams, betas: set[str]) -> None:
-    for field, enabling in BETA_FIELDS.items():
-        if getattr(params, field) is not None and not betas.intersection(enabling):
+def _walk(node: object, path: str) -> Iterator[tuple[BaseModel, str]]:
+    """Every model in the request, with its dotted path (`messages.1.content.0`)."""
+    if isinstance(node, BaseModel):
+        yield node, path
+        for name in node.model_fields_set:
+            yield from _walk(getattr(node, name), f"{path}.{name}" if path else name)
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from _walk(item, f"{path}.{index}")
+
+
+def check_beta_fields(params: rq.ConversationParams, betas: Betas) -> None:
+    """A field (or enum value) that only a beta defines is refused without that beta, as on the Claude API."""
+    for node, path in _walk(params, ""):
+        for key, enabling in rq.BETA_FIELDS.items():
+            model, field, *value = key
+            if not isinstance(node, model) or field not in node.model_fields_set:
+                continue
+            actual = getattr(node, field)
+            if actual is None or (value and actual != value[0]) or betas.any_of(enabling):
+                continue
+            if field == "type":  # a whole block type
+                raise invalid(f"{path}: `{actual}` blocks need the `anthropic-beta` header `{enabling[0]}`")
+            if value:
+                raise invalid(f"{path}.{field}: `{actual}` needs the `anthropic-beta` header `{enabling[0]}`")
+            raise invalid(f"{path + '.' if path else ''}{field}: Extra inputs are not permitted")
+
+
+def check_version_rules(params: rq.ConversationParams, version: str) -> None:
+    """What API version 2026-10-21 removed: sampling parameters, documents in assistant turns, and
+    citations on user text (directly or inside a search result)."""
+    if version < NEW_VERSION:
+        return
+    for field in SAMPLING_FIELDS:
+        if getattr(params, field, None) is not None:
             raise invalid(f"{field}: Extra inputs are not permitted")
+    for i, message in enumerate(params.messages):
+        for j, block in enumerate(message.content):
+            path = f"messages.{i}.content.{j}"
+            if message.role == "assistant" and isinstance(block, rq.DocumentBlock):
+                raise invalid(f"{path}: `document` blocks are not allowed in assistant messages (API version {version})")
+            if message.role != "user":
+                continue
+            texts = [(path, block)] if isinstance(block, rq.TextBlock) else []
+            if isinstance(block, rq.SearchResultBlock):
+                texts = [(f"{path}.content.{k}", inner) for k, inner in enumerate(block.content)]
+            for text_path, text in texts:
+                if text.citations:
+                    raise invalid(
+                        f"{text_path}.citations: citations are not allowed on text in user messages "
+                        f"(API version {version})"
+                    )
 
 
-def check_version_rules(params: rq.MessageCreateParams, version: str) -> None:
-    """API version 2026-10-21 removed the sampling parameters from the request."""
-    if version >= "2026-10-21":
-        for field in SAMPLING_FIELDS:
-            if getattr(params, field) is not None:
-                raise invalid(f"{field}: Extra inputs are not permitted")
+def check_roles(params: rq.ConversationParams) -> None:
+    """What each role may hold: system messages take text (and tool changes) and their own fields."""
+    for i, message in enumerate(params.messages):
+        if message.role != "system":
+            if "content" not in message.model_fields_set:
+                raise invalid(f"messages.{i}.content: Field required")
+            for field in ("clear_at", "output_config"):
+                if getattr(message, field) is not None:
+                    raise invalid(f"messages.{i}.{field}: only permitted on `system` messages")
+            continue
+        if not message.content and message.output_config is None:
+            raise invalid(f"messages.{i}: a system message needs `content` or `output_config`")
+        for j, block in enumerate(message.content):
+            if not isinstance(block, _SYSTEM_BLOCKS):
+                raise invalid(
+                    f"messages.{i}.content.{j}: system messages take only `text`, `tool_addition` and "
+                    f"`tool_removal` blocks, not `{block.type}`"
+                )
+
+
+def shown(messages: list[rq.MessageParam]) -> list[rq.MessageParam]:
+    """The messages the model sees: without system messages that only set this turn's effort, or whose
+    `clear_at: next_user_message` has passed (a later user message exists)."""
+    last_user = max((i for i, message in enumerate(messages) if message.role == "user"), default=-1)
+    return [
+        message
+        for i, message in enumerate(messages)
+        if message.role != "system"
+        or (message.content and not (message.clear_at == "next_user_message" and i < last_user))
+    ]
 
 
 def normalize(params: rq.ConversationParams) -> list[rq.MessageParam]:
@@ -39,7 +113,7 @@ def normalize(params: rq.ConversationParams) -> list[rq.MessageParam]:
         raise invalid("messages: at least one message is required")
     last = len(params.messages) - 1
     for i, message in enumerate(params.messages):
-        if not message.content and not (i == last and message.role == "assistant"):
+        if not message.content and message.role != "system" and not (i == last and message.role == "assistant"):
             raise invalid(
                 f"messages.{i}: all messages must have non-empty content except for the optional final "
                 "assistant message"
@@ -53,11 +127,13 @@ def normalize(params: rq.ConversationParams) -> list[rq.MessageParam]:
                 raise invalid("system: text content blocks must be non-empty")
 
     merged: list[rq.MessageParam] = []
-    for message in params.messages:
+    for message in shown(params.messages):
         if merged and merged[-1].role == message.role:
             merged[-1] = rq.MessageParam(role=message.role, content=[*merged[-1].content, *message.content])
         else:
             merged.append(message.model_copy())
+    if not merged:
+        raise invalid("messages: at least one user or assistant message is required")
     final = merged[-1]
     if final.role == "assistant" and final.content:
         tail = final.content[-1]
