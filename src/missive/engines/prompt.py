@@ -107,7 +107,26 @@ def tool_spec(tool: object) -> ToolSpec | None:
 
 
 def tool_specs(params: rq.ConversationParams) -> list[ToolSpec]:
-    return [spec for tool in params.tools or [] if (spec := tool_spec(tool)) is not None]
+    """The tools the model may call now: those of `tools`, then in message order the tools added
+    (`tool_addition`, by name or defined inline) and removed (`tool_removal`) during the conversation."""
+    specs = {spec.name: spec for tool in params.tools or [] if (spec := tool_spec(tool)) is not None}
+    listed = dict(specs)
+    for message in params.messages:
+        for block in message.content:
+            if not isinstance(block, (rq.ToolAdditionBlock, rq.ToolRemovalBlock)):
+                continue
+            target = block.tool
+            if isinstance(target, rq.ToolDefinition):
+                spec = tool_spec(target.definition)
+            else:
+                spec = listed.get(getattr(target, "name", ""))
+            if spec is None:
+                continue
+            if isinstance(block, rq.ToolRemovalBlock):
+                specs.pop(spec.name, None)
+            else:
+                specs[spec.name] = spec
+    return list(specs.values())
 
 
 @dataclass
@@ -152,6 +171,12 @@ def check_input_support(params: rq.ConversationParams, card: ModelCard) -> None:
                 raise invalid(f"{path}: model {card.id} does not support tool use ({block.type} blocks)")
             if isinstance(block, _SERVER_TOOL_BLOCKS):
                 raise invalid(f"{path}: {block.type} blocks need server tools, which this server does not run")
+            if isinstance(block, rq.OpaqueBlock) and block.type != "fallback":
+                raise invalid(f"{path}: {block.type} blocks need a server feature this server does not run")
+            if isinstance(block, rq.ToolAdditionBlock) and isinstance(block.tool, rq.ToolDefinition):
+                if isinstance(block.tool.definition, rq.ServerTool):
+                    kind = block.tool.definition.type
+                    raise invalid(f"{path}.tool.definition: server tool {kind} is not available on this server")
 
 
 def _document_text(block: rq.DocumentBlock) -> str:
@@ -199,9 +224,24 @@ def block_text(block: object, names: dict[str, str]) -> str | None:
     if isinstance(block, rq.SearchResultBlock):
         body = "\n".join(part.text for part in block.content)
         return f"<search_result source={block.source!r} title={block.title!r}>\n{body}\n</search_result>"
-    if isinstance(block, rq.MidConversationSystemBlock):
-        return "\n".join(part.text for part in block.content)
-    return None  # thinking and redacted thinking of earlier turns
+    if isinstance(block, (rq.ToolAdditionBlock, rq.ToolRemovalBlock)):
+        return _tool_change_text(block)
+    if isinstance(block, rq.CompactionBlock):
+        return f"<summary of the conversation so far>\n{block.content}\n</summary>" if block.content else None
+    if isinstance(block, rq.BrowserStateBlock):
+        return json.dumps({"browser_tabs": block.tabs}, ensure_ascii=False)
+    return None  # thinking and redacted thinking of earlier turns; fallback markers
+
+
+def _tool_change_text(block: rq.ToolAdditionBlock | rq.ToolRemovalBlock) -> str:
+    target = block.tool
+    if isinstance(target, rq.ToolDefinition) and (spec := tool_spec(target.definition)) is not None:
+        entry = {"name": spec.name, "description": spec.description, "input_schema": spec.schema}
+        return f"A new tool is available: {json.dumps(entry, ensure_ascii=False)}"
+    name = getattr(target, "name", None) or getattr(target, "server_name", "")
+    return f"The tool {name} is available now." if isinstance(block, rq.ToolAdditionBlock) else (
+        f"The tool {name} is no longer available; do not call it."
+    )
 
 
 def _ttl(block: object) -> Ttl | None:

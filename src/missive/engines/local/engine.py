@@ -83,14 +83,16 @@ class LocalEngine:
     async def generate(self, generation: Generation) -> AsyncIterator[Event]:
         params = generation.params
         assert isinstance(params, rq.MessageCreateParams)
-        calls = self._models[generation.model.id].calls
+        model = self._models[generation.model.id]
+        calls = model.calls
+        temperature = params.temperature if params.temperature is not None else model.config.temperature
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Event | BaseException] = asyncio.Queue()
         job = Job(
             prompt=self._prompt(generation, with_boundaries=True),
             max_tokens=params.max_tokens,
             sampling=Sampling(
-                temperature=1.0 if params.temperature is None else params.temperature,
+                temperature=1.0 if temperature is None else temperature,
                 top_p=1.0 if params.top_p is None else params.top_p,
                 top_k=params.top_k or 0,
             ),
