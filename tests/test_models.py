@@ -7,10 +7,14 @@ import httpx
 import pytest
 
 
+LOCAL = ["smollm2-135m-instruct", "smollm2-small", "smollm2-think", "smollm2-hermes"]
+LISTED = [*LOCAL, *(f"claude-{model}" for model in LOCAL)]  # the ids Claude Code's model discovery keeps
+
+
 def test_list_models_shape(client: anthropic.Anthropic) -> None:
     page = client.models.list()
     ids = [model.id for model in page.data]
-    assert ids == ["smollm2-135m-instruct", "smollm2-small", "smollm2-think", "smollm2-hermes"]
+    assert ids == LISTED
     default = page.data[0]
     assert default.type == "model" and default.display_name == "SmolLM2 135M Instruct"
     assert default.max_input_tokens == 4096 and default.max_tokens == 64000
@@ -27,8 +31,8 @@ def test_pagination_cursors_are_valid(client: anthropic.Anthropic, http: httpx.C
     back = http.get("/v1/models", params={"limit": 1, "before_id": second["first_id"]}).json()
     assert [m["id"] for m in back["data"]] == ["smollm2-135m-instruct"] and back["has_more"] is False
     # the SDK's auto-pagination follows the cursors
-    assert [m.id for m in client.models.list(limit=1)] == ["smollm2-135m-instruct", "smollm2-small", "smollm2-think", "smollm2-hermes"]
-    assert [m.id for m in client.beta.models.list(limit=1)] == ["smollm2-135m-instruct", "smollm2-small", "smollm2-think", "smollm2-hermes"]
+    assert [m.id for m in client.models.list(limit=3)] == LISTED
+    assert [m.id for m in client.beta.models.list(limit=3)] == LISTED
 
 
 def test_bad_limit_names_the_field(http: httpx.Client) -> None:
@@ -38,7 +42,8 @@ def test_bad_limit_names_the_field(http: httpx.Client) -> None:
 
 
 @pytest.mark.parametrize(("requested", "resolved"), [("smollm2-small", "smollm2-small"), ("tiny", "smollm2-small"),
-                                                      ("claude-opus-4-7", "smollm2-135m-instruct")])
+                                                      ("claude-opus-4-7", "smollm2-135m-instruct"),
+                                                      ("claude-smollm2-small", "smollm2-small")])
 def test_retrieve_resolves_aliases(client: anthropic.Anthropic, requested: str, resolved: str) -> None:
     assert client.models.retrieve(requested).id == resolved
 

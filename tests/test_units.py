@@ -77,6 +77,17 @@ def test_registry_resolution_order() -> None:
         Registry([FakeEngine("a")], {"x": "missing"}, "a", claude_aliases=True)  # type: ignore[list-item]
 
 
+def test_registry_lists_ids_that_claude_code_keeps() -> None:
+    """Claude Code's model discovery keeps ids containing "claude" or "anthropic"; each listed id resolves."""
+    registry = Registry([FakeEngine("a", "b")], {"claude-big": "b", "other": "b"}, "a", claude_aliases=True)  # type: ignore[list-item]
+    listed = [model_id for model_id, _ in registry.listing()]
+    assert listed == ["a", "b", "claude-a", "claude-big", "claude-b"]
+    assert all(registry.resolve(model_id).card.id == card.id for model_id, card in registry.listing())
+    assert registry.resolve("claude-b").card.id == "b"
+    strict = Registry([FakeEngine("a", "b")], {"claude-big": "b"}, "a", claude_aliases=False)  # type: ignore[list-item]
+    assert [model_id for model_id, _ in strict.listing()] == ["a", "b", "claude-big"]
+
+
 def test_paginate_both_directions() -> None:
     items = [{"id": str(i)} for i in range(5)]
     first = paginate(items, ListQuery(limit=2))

@@ -8,6 +8,14 @@ from missive.engines.base import Engine, ModelCard
 from missive.wire.errors import not_found
 
 
+CLAUDE_PREFIX = "claude-"
+
+
+def _claude_like(model_id: str) -> bool:
+    lowered = model_id.lower()
+    return "claude" in lowered or "anthropic" in lowered
+
+
 @dataclass(frozen=True)
 class Resolved:
     engine: Engine
@@ -15,7 +23,8 @@ class Resolved:
 
 
 class Registry:
-    """Resolves a requested model id: exact ids first, then aliases, then `claude-*` if enabled."""
+    """Resolves a requested model id: exact ids first, then aliases, then `claude-*` if enabled
+    (`claude-<id>` is the model `<id>`; any other `claude-*` id is the default model)."""
 
     def __init__(self, engines: list[Engine], aliases: dict[str, str], default_model: str, claude_aliases: bool):
         self._models: dict[str, Resolved] = {}
@@ -36,12 +45,21 @@ class Registry:
             return self._models[model_id]
         if model_id in self._aliases:
             return self._models[self._aliases[model_id]]
-        if self._claude_aliases and model_id.startswith("claude-"):
-            return self._models[self._default]
+        if self._claude_aliases and model_id.startswith(CLAUDE_PREFIX):
+            return self._models.get(model_id.removeprefix(CLAUDE_PREFIX)) or self._models[self._default]
         raise not_found(f"model: {model_id}")
 
-    def cards(self) -> list[ModelCard]:
-        return [resolved.card for resolved in self._models.values()]
+    def listing(self) -> list[tuple[str, ModelCard]]:
+        """What `GET /v1/models` lists: every model under its id, then under the Claude-looking ids
+        that also serve it (its aliases that name Claude, and `claude-<id>` when claude_aliases is on),
+        because clients such as Claude Code keep only ids that contain "claude" or "anthropic"."""
+        listed = [(model_id, resolved.card) for model_id, resolved in self._models.items()]
+        for model_id, resolved in self._models.items():
+            names = [alias for alias, target in self._aliases.items() if target == model_id and _claude_like(alias)]
+            if self._claude_aliases and not _claude_like(model_id):
+                names.append(CLAUDE_PREFIX + model_id)
+            listed += [(name, resolved.card) for name in dict.fromkeys(names)]
+        return listed
 
     def engines(self) -> list[Engine]:
         unique: list[Engine] = []

@@ -41,7 +41,7 @@ async def list_models(request: Request) -> JSONResponse:
     except ValidationError as exc:
         raise invalid(first_error_message(exc)) from None
     registry: Registry = request.app.state.registry
-    return JSONResponse(paginate([model_info(card) for card in registry.cards()], query))
+    return JSONResponse(paginate([model_info(card, model_id) for model_id, card in registry.listing()], query))
 
 
 async def get_model(request: Request) -> JSONResponse:

@@ -11,11 +11,12 @@ def _supported(value: bool) -> dict[str, bool]:
     return {"supported": value}
 
 
-def model_info(card: ModelCard) -> dict[str, Any]:
+def model_info(card: ModelCard, model_id: str | None = None) -> dict[str, Any]:
+    """`card` as a ModelInfo, listed under `model_id` (an id that resolves to it) or its own id."""
     caps = card.capabilities
     return {
         "type": "model",
-        "id": card.id,
+        "id": model_id or card.id,
         "display_name": card.display_name,
         "created_at": card.created_at,
         "max_input_tokens": card.context_window,
