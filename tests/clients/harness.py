@@ -39,8 +39,8 @@ context_window = 8192
 temperature = 0
 aliases = ["claude-smollm2"]
 
-[rate_limits.tiers.one-per-minute]
-requests_per_minute = 1
+[rate_limits.tiers.six-per-minute]
+requests_per_minute = 6
 """
 
 

@@ -33,6 +33,7 @@ class Exchange:
     body: Any  # the parsed JSON body, or None
     status: int = 0
     error: Any = None  # the parsed error body of a 4xx/5xx
+    response_headers: dict[str, str] = field(default_factory=dict)  # lower-case names
 
     @property
     def betas(self) -> list[str]:
@@ -106,6 +107,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         with httpx.Client(base_url=self.owner.upstream, timeout=httpx.Timeout(600, connect=5)) as upstream:
             with upstream.stream(self.command, self.path, content=raw, headers=forward) as response:
                 exchange.status = response.status_code
+                exchange.response_headers = {k.lower(): v for k, v in response.headers.items()}
                 self.send_response(response.status_code)
                 for name, value in response.headers.multi_items():
                     if name.lower() not in HOP_BY_HOP and name.lower() not in ("content-length", "content-encoding"):
