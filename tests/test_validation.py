@@ -220,6 +220,15 @@ def test_claude_code_system_messages(http: httpx.Client, messages: list, beta: s
     assert error_of(http.post("/v1/messages/count_tokens", json=payload, headers={"anthropic-beta": CC_BETAS})) == error
 
 
+def test_a_system_message_between_a_tool_use_and_its_result(http: httpx.Client) -> None:
+    use = {"type": "tool_use", "id": "toolu_1", "name": "get", "input": {}}
+    result = {"type": "tool_result", "tool_use_id": "toolu_1", "content": "ok"}
+    turns = [*USER, {"role": "assistant", "content": [use]}, {"role": "system", "content": "Be brief."},
+             {"role": "user", "content": [result]}]  # fmt: skip
+    payload = count(messages=turns, tools=[{"name": "get", "input_schema": {"type": "object"}}])
+    assert http.post("/v1/messages/count_tokens", json=payload).status_code == 200
+
+
 def test_what_a_system_message_may_hold(http: httpx.Client) -> None:
     image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
     assert error_of(http.post("/v1/messages/count_tokens", json=count(messages=[*USER, {"role": "system", "content": [image]}]))) == (

@@ -176,9 +176,14 @@ def check_tools(params: rq.ConversationParams) -> None:
 
 
 def _turns(messages: list[rq.MessageParam]) -> list[tuple[str, list[tuple[int, int, rq.ContentBlock]]]]:
-    """Consecutive messages of one role as one turn: (role, [(message index, block index, block)])."""
+    """Consecutive messages of one role as one turn: (role, [(message index, block index, block)]).
+
+    System messages stand beside the turns, not between them: a tool use is still answered by the
+    next user message when a system message comes in between."""
     turns: list[tuple[str, list[tuple[int, int, rq.ContentBlock]]]] = []
     for i, message in enumerate(messages):
+        if message.role == "system":
+            continue
         blocks = [(i, j, block) for j, block in enumerate(message.content)]
         if turns and turns[-1][0] == message.role:
             turns[-1][1].extend(blocks)
