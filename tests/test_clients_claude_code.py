@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -22,8 +23,7 @@ from clients.recorder import Recorder
 from conftest import Server
 
 NOTES = "The secret word is pineapple.\n"
-# The small model calls a tool when it is shown exactly how (what is tested is the protocol, not its wits).
-READ_HINT = 'To read a file, reply with exactly <tool_call name="Read">{"file_path": "notes.txt"}</tool_call>'
+HELLO = "Reply with one word: hello."  # the small model answers at once, whatever the system prompt
 
 
 def claude(recorder: Recorder, server: Server, tmp: Path, *args: str, key: str | None = None, **env: str) -> harness.Run:
@@ -53,7 +53,7 @@ def assert_clean(recorder: Recorder) -> None:
 
 
 def test_print_json(recorder: Recorder, clients_server: Server, tmp_path: Path) -> None:
-    run = claude(recorder, clients_server, tmp_path, "-p", "Say hello.", "--output-format", "json", "--bare")
+    run = claude(recorder, clients_server, tmp_path, "-p", HELLO, "--output-format", "json", "--bare")
     assert run.returncode == 0, run.stdout + run.stderr
     result = run.json()
     assert result["is_error"] is False and result["subtype"] == "success" and result["result"].strip()
@@ -69,7 +69,7 @@ def test_print_json(recorder: Recorder, clients_server: Server, tmp_path: Path) 
 def test_stream_json_with_partial_messages(recorder: Recorder, clients_server: Server, tmp_path: Path) -> None:
     run = claude(
         recorder, clients_server, tmp_path,
-        "-p", "Say hello.", "--output-format", "stream-json", "--verbose", "--include-partial-messages", "--bare",
+        "-p", HELLO, "--output-format", "stream-json", "--verbose", "--include-partial-messages", "--bare",
     )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
     lines = run.json_lines()
@@ -85,7 +85,7 @@ def test_stream_json_with_partial_messages(recorder: Recorder, clients_server: S
 
 def test_auth_token_instead_of_api_key(recorder: Recorder, clients_server: Server, tmp_path: Path) -> None:
     run = claude(
-        recorder, clients_server, tmp_path, "-p", "Say hello.", "--output-format", "json", "--bare",
+        recorder, clients_server, tmp_path, "-p", HELLO, "--output-format", "json", "--bare",
         ANTHROPIC_AUTH_TOKEN=clients_server.api_key,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
@@ -96,11 +96,19 @@ def test_auth_token_instead_of_api_key(recorder: Recorder, clients_server: Serve
         assert "x-api-key" not in exchange.headers
 
 
-def test_bare_with_tools_over_several_turns(recorder: Recorder, clients_server: Server, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("tool", "tool_input", "seen"),
+    [("Read", {"file_path": "notes.txt"}, "pineapple"), ("Bash", {"command": "echo $((6 * 7))"}, "42")],
+)
+def test_bare_with_tools_over_several_turns(
+    recorder: Recorder, clients_server: Server, tmp_path: Path, tool: str, tool_input: dict, seen: str
+) -> None:
+    """The small model calls a tool when told its exact words (what is tested is the protocol, not its
+    wits): Claude Code runs the tool and sends the result back in the next turn."""
+    call = f'<tool_call name="{tool}">{json.dumps(tool_input)}</tool_call>'
     run = claude(
         recorder, clients_server, tmp_path,
-        "-p", "Read the file notes.txt.", "--output-format", "json", "--bare",
-        "--allowedTools", "Read", "--append-system-prompt", READ_HINT,
+        "-p", f"Repeat after me: {call}", "--output-format", "json", "--bare", "--allowedTools", tool,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.json()["is_error"] is False
@@ -108,14 +116,11 @@ def test_bare_with_tools_over_several_turns(recorder: Recorder, clients_server: 
     requests = recorder.messages()
     assert len(requests) >= 2  # the call, then its result
     assert {t["name"] for t in requests[0].body["tools"]} >= {"Bash", "Edit", "Read"}
-    results = [
-        block
-        for message in requests[1].body["messages"]
-        if isinstance(message["content"], list)
-        for block in message["content"]
-        if block.get("type") == "tool_result"
-    ]
-    assert results and "pineapple" in json.dumps(results[0]["content"])  # Claude Code ran Read and sent the file
+    history = requests[1].body["messages"]
+    uses = [b for m in history if isinstance(m["content"], list) for b in m["content"] if b.get("type") == "tool_use"]
+    results = [b for m in history if isinstance(m["content"], list) for b in m["content"] if b.get("type") == "tool_result"]
+    assert [(u["name"], u["input"]) for u in uses] == [(tool, tool_input)]
+    assert results and results[0]["tool_use_id"] == uses[0]["id"] and seen in json.dumps(results[0]["content"])
 
 
 def test_default_mode_compacts_on_prompt_too_long_and_discovers_models(
@@ -142,7 +147,7 @@ def test_default_mode_compacts_on_prompt_too_long_and_discovers_models(
     discovered = [model["id"] for model in cached["models"]]
     assert "claude-smollm2-135m-instruct" in discovered
     recorder.clear()
-    run = claude(recorder, clients_server, tmp_path, "-p", "Say hello.", "--output-format", "json", "--bare",
+    run = claude(recorder, clients_server, tmp_path, "-p", HELLO, "--output-format", "json", "--bare",
                  "--model", discovered[0])  # fmt: skip
     assert run.json()["is_error"] is False
     assert_clean(recorder)
@@ -159,11 +164,25 @@ def _limited_key(server: Server) -> str:
     return key.group(0)
 
 
-def _exhaust(server: Server, key: str) -> None:
+def _keep_empty(server: Server, key: str, recorder: Recorder) -> threading.Thread:
+    """Spend the workspace's requests until Claude Code sends its first one, so that it meets an empty
+    bucket however long it takes to start."""
     headers = {"x-api-key": key, "anthropic-version": "2023-06-01"}
     ask = {"model": "claude-haiku-4-5", "max_tokens": 1, "messages": [{"role": "user", "content": "Hi"}]}
-    for _ in range(6):
-        assert httpx.post(f"{server.base_url}/v1/messages", json=ask, headers=headers, timeout=60).status_code == 200
+
+    def spend() -> None:
+        deadline = time.monotonic() + 120
+        while not recorder.messages() and time.monotonic() < deadline:
+            httpx.post(f"{server.base_url}/v1/messages", json=ask, headers=headers, timeout=60)
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=spend, daemon=True)
+    thread.start()
+    while thread.is_alive() and httpx.post(
+        f"{server.base_url}/v1/messages", json=ask, headers=headers, timeout=60
+    ).status_code != 429:
+        pass  # the bucket is empty before Claude Code starts
+    return thread
 
 
 @pytest.mark.parametrize("retries", ["default", "0"])
@@ -171,11 +190,12 @@ def test_rate_limited(recorder: Recorder, clients_server: Server, tmp_path: Path
     """A workspace at 6 requests per minute, its bucket empty: Claude Code gets a 429 with `retry-after`
     and the rate-limit headers. It waits as told and succeeds; with no retries left it says why."""
     key = _limited_key(clients_server)
-    _exhaust(clients_server, key)
+    spender = _keep_empty(clients_server, key, recorder)
     env = {} if retries == "default" else {"CLAUDE_CODE_MAX_RETRIES": retries}
     started = time.monotonic()
-    run = claude(recorder, clients_server, tmp_path, "-p", "Say hello.", "--output-format", "json", "--bare",
+    run = claude(recorder, clients_server, tmp_path, "-p", HELLO, "--output-format", "json", "--bare",
                  key=key, **env)  # fmt: skip
+    spender.join(timeout=60)
     result = run.json()
     limited = [e for e in recorder.exchanges if e.status == 429]
     assert limited and limited[0].error["error"]["type"] == "rate_limit_error"
@@ -190,3 +210,18 @@ def test_rate_limited(recorder: Recorder, clients_server: Server, tmp_path: Path
     else:
         assert result["is_error"] is True and result["api_error_status"] == 429, result
         assert len(limited) == 1 and "rate limit" in result["result"].lower()
+
+
+def test_through_the_agent_sdk(recorder: Recorder, clients_server: Server, tmp_path: Path) -> None:
+    """The Claude Agent SDK for Python runs the CLI it bundles (often newer than npm's): the same checks."""
+    env = harness.client_env(
+        recorder.url, tmp_path / "home", ANTHROPIC_API_KEY=clients_server.api_key,
+        CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1", CLAUDE_CODE_MAX_OUTPUT_TOKENS="300",
+    )  # fmt: skip
+    run = harness.run([str(harness.PYTHON), str(harness.SCRIPTS / "agent_sdk.py"), HELLO], env, tmp_path, 300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = run.json()
+    assert report["result"]["is_error"] is False and "".join(report["texts"]).strip(), report
+    assert_clean(recorder)
+    agents = {e.headers.get("user-agent", "") for e in recorder.messages()}
+    assert all(agent.startswith("claude-cli/") for agent in agents), agents
