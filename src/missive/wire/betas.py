@@ -36,7 +36,13 @@ KNOWN_BETAS = frozenset(
     claude-code-20250219 oauth-2025-04-20 fine-grained-tool-streaming-2025-05-14 effort-2025-11-24
     advanced-tool-use-2025-11-20 tool-search-tool-2025-10-19 tool-examples-2025-10-29 web-search-2025-03-05
     web-fetch-2025-09-10 prompt-caching-scope-2026-01-05 redact-thinking-2026-02-12
-    mid-conversation-system-2026-04-07 per-turn-control-2026-07-01
+    google-managed-data-controls-2026-09-01 mid-conversation-system-2026-04-07 per-turn-control-2026-07-01
+    afk-mode-2026-01-31 auto-mode-classifier-2026-07-16 cache-keepalive-2026-09-03 ccr-byoc-2025-07-29
+    claude-code-side-query-2026-09-29 context-hint-2026-04-09 dangerous-tool-use-2026-09-03
+    environments-2025-11-01 mcp-servers-2025-12-04 program-use-case-ids-2026-09-17
+    prompt-caching-evict-2026-05-12 resumption-2026-10-08 structured-outputs-2025-12-15
+    subagent-review-2026-11-17 thinking-resumption-2026-07-17 timing-2026-09-09 tool-provenance-2026-10-26
+    web-search-results-only-2026-11-15 request-tags-2026-08-21
     """.split()
 )
 
