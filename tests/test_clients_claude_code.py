@@ -21,6 +21,7 @@ import pytest
 from clients import harness
 from clients.recorder import Recorder
 from conftest import Server
+from missive.wire.betas import KNOWN_BETAS
 
 NOTES = "The secret word is pineapple.\n"
 HELLO = "Reply with one word: hello."  # the small model answers at once, whatever the system prompt
@@ -46,10 +47,12 @@ def claude(recorder: Recorder, server: Server, tmp: Path, *args: str, key: str |
 
 
 def assert_clean(recorder: Recorder) -> None:
-    """Every request Claude Code made was answered, and it contacted no other host."""
+    """Every request Claude Code made was answered, it contacted no other host, and every beta it sent
+    is one Missive knows by name."""
     assert recorder.messages(), "Claude Code sent no request"
     assert [(e.status, e.error) for e in recorder.refused()] == []
     assert recorder.foreign == []
+    assert {beta for e in recorder.exchanges for beta in e.betas} <= KNOWN_BETAS
 
 
 def test_print_json(recorder: Recorder, clients_server: Server, tmp_path: Path) -> None:
