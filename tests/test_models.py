@@ -6,7 +6,6 @@ import anthropic
 import httpx
 import pytest
 
-
 LOCAL = ["smollm2-135m-instruct", "smollm2-small", "smollm2-think", "smollm2-hermes"]
 LISTED = [*LOCAL, *(f"claude-{model}" for model in LOCAL)]  # the ids Claude Code's model discovery keeps
 

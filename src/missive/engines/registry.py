@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from missive.engines.base import Engine, ModelCard
 from missive.wire.errors import not_found
 
-
 CLAUDE_PREFIX = "claude-"
 
 
