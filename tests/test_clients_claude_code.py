@@ -24,6 +24,7 @@ from conftest import Server
 from missive.wire.betas import KNOWN_BETAS
 
 NOTES = "The secret word is pineapple.\n"
+pytestmark = pytest.mark.timeout(300)  # each scenario starts the CLI, some wait out a rate limit
 HELLO = "Reply with one word: hello."  # the small model answers at once, whatever the system prompt
 
 

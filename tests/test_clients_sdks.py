@@ -115,11 +115,6 @@ def test_forced_tool_streams_a_schema_valid_input(sdk: tuple[str, Observed]) -> 
     assert "".join(forced["partials"]) == "".join(forced["json_by_block"].values())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Missive: tool_choice {type: tool} does not end the turn after the call: the model goes on to "
-    "a second get_weather call, cut by max_tokens (stop_reason max_tokens); a fix is under way",
-)
 def test_forced_tool_is_exactly_one_call(sdk: tuple[str, Observed]) -> None:
     _, seen = sdk
     forced = seen.out["forced_tool"]
