@@ -15,7 +15,9 @@ import pytest
 from missive import metrics
 from missive.engines.base import Event, Finished, Generation, Started
 from missive.engines.local.engine import LocalEngine
+from missive.engines.local.model import Prompt
 from missive.engines.local.prompt_cache import plan
+from missive.engines.local.scheduler import Slot, chunk_ends, reusable
 from missive.settings import LocalEngineSettings, ModelSettings
 from missive.wire import requests as rq
 from missive.wire import validate
@@ -165,6 +167,34 @@ def test_cache_hit_output_equals_uncached_output(engine: LocalEngine) -> None:
     assert text(hit) == first
 
 
+NOTES = "You keep notes. " + "".join(
+    f"Note {i}: the crate {i * 7} arrives on day {i % 28 + 1} at dock {i % 5}. " for i in range(1, 60)
+)
+
+
+def test_a_long_cached_system_prompt_answers_the_same_as_a_cold_one(engine: LocalEngine) -> None:
+    """A ~1.3k-token system block with a breakpoint, greedy. The request that writes the cache, the same
+    request again (it reads the cache, and its slot still holds the whole prompt), and requests with other
+    user turns (they read the cache, and share part of the user turn with the slot) answer as they do
+    computed from scratch (each in a workspace of its own: no entry, no resident prefix)."""
+    system = [{"type": "text", "text": NOTES, "cache_control": {"type": "ephemeral"}}]
+    questions = ["What is the note to note 3?", "Which crates go to dock 2?", "What is note 12 about?"]
+
+    def answer(workspace: str, question: str) -> tuple[str, int]:
+        messages = [{"role": "user", "content": question}]
+        events = run(engine, generation(engine, workspace, max_tokens=16, system=system, messages=messages))
+        assert isinstance(events[0], Started)
+        return "".join(getattr(e, "text", "") for e in events), events[0].usage.cache_read_input_tokens
+
+    assert 1200 < asyncio.run(engine.count_tokens(generation(engine, system=system))) < 1500
+    warm = [(answer("wrk_notes", question), answer("wrk_notes", question)) for question in questions]
+    cold = [warm[0][0], *(answer(f"wrk_cold_{i}", question) for i, question in enumerate(questions[1:]))]
+    read = warm[0][1][1]
+    assert read > 1200 and all(r == read for pair in warm[1:] for _, r in pair)
+    assert all(r == 0 for _, r in cold)  # the first request of wrk_notes is computed from scratch too
+    assert [(first, again) for (first, _), (again, _) in warm] == [(text, text) for text, _ in cold]
+
+
 def test_overload_sheds_with_529(engine: LocalEngine) -> None:
     """2 sequences and a queue of 1: the 4th concurrent request is refused at once; waiting is bounded."""
 
@@ -207,6 +237,25 @@ def test_plan_accounting(breakpoints: list, hit: int, expected: tuple[int, int, 
     p = plan(120, breakpoints, hit, lambda position: position >= 40)
     assert (p.read, p.write_1h, p.write_5m, p.input) == expected
     assert p.read + p.write_1h + p.write_5m + p.input == 120
+
+
+def test_chunk_ends_depend_on_the_prompt_alone() -> None:
+    plain = Prompt(list(range(600)), [100, 300, 590], [])
+    assert chunk_ends(plain, 256) == [256, 512, 600]
+    marked = Prompt(list(range(600)), [100, 300, 590], [(300, "5m")])
+    assert chunk_ends(marked, 256) == [100, 256, 300, 512, 590, 600]  # every block boundary, with breakpoints
+
+
+def test_a_slot_is_reused_only_where_it_was_computed_in_the_same_chunks() -> None:
+    tokens = list(range(600))
+    ends = [100, 256, 300, 512, 590, 600]
+    same = Slot(0, tokens=list(tokens), ends=list(ends))
+    assert reusable(same, tokens, ends) == 590  # the whole prompt is there: its last chunk is computed again
+    other = Slot(1, tokens=list(tokens), ends=[256, 512, 600])  # computed without the block ends
+    assert reusable(other, tokens, ends) == 0
+    answered = Slot(2, tokens=tokens[:310] + [7, 7], ends=[100, 256, 300, 310, 311, 312])  # a prompt, then 2 tokens
+    assert reusable(answered, tokens, ends) == 300
+    assert reusable(Slot(3), tokens, ends) == 0
 
 
 def test_claude_code_billing_stamp_does_not_defeat_caching(engine: LocalEngine) -> None:

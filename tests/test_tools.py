@@ -129,6 +129,103 @@ def test_named_tool_choice_and_single_call(client: anthropic.Anthropic) -> None:
         jsonschema.validate(calls[0].input, SCHEMAS["nested"])
 
 
+# Claude Code 2.1.332's Read input schema, descriptions stripped: the tool a coding agent forces most.
+READ: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "properties": {
+        "file_path": {"type": "string"},
+        "offset": {"type": "integer", "minimum": 0, "maximum": 9007199254740991},
+        "limit": {"type": "integer", "exclusiveMinimum": 0, "maximum": 9007199254740991},
+        "pages": {"type": "string"},
+        "allow_large": {"type": "boolean"},
+    },
+    "required": ["file_path"],
+    "additionalProperties": False,
+}
+READ_ASKS = [
+    "Look at the file src/server/app.py and tell me what it does.",
+    "The build is failing; find out why and fix it.",
+    "Read the file notes.txt.",
+]
+
+
+def read_call(client: anthropic.Anthropic, question: str, temperature: float, choice: dict, **extra: Any) -> list:
+    """The calls of a forced Read, which must finish: stop_reason tool_use, each input valid (draft 2020-12)."""
+    message = client.messages.create(
+        model=MODEL,
+        max_tokens=256,
+        temperature=temperature,
+        tools=[tool("Read", READ), *extra.get("more_tools", [])],
+        tool_choice=choice,
+        messages=[{"role": "user", "content": question}],
+    )
+    assert message.stop_reason == "tool_use", message
+    calls = tool_uses(message)
+    for call in calls:
+        jsonschema.Draft202012Validator(READ if call.name == "Read" else SCHEMAS[call.name]).validate(call.input)
+    return calls
+
+
+def test_tool_choice_tool_gives_exactly_one_call(client: anthropic.Anthropic) -> None:
+    """Forcing a tool yields one call of it and the turn ends, as on the Claude API: clients answer that
+    call (an unanswered second one is a 400 on the next turn), and structured output reads only the first."""
+    for question in READ_ASKS:
+        calls = read_call(client, question, 0, {"type": "tool", "name": "Read"}, more_tools=[tool("flat", SCHEMAS["flat"])])
+        assert [call.name for call in calls] == ["Read"]
+    message = client.messages.create(
+        model=MODEL, max_tokens=400, temperature=0, tools=[tool("flat", SCHEMAS["flat"])],
+        tool_choice={"type": "tool", "name": "flat"}, messages=ASK,
+    )  # fmt: skip
+    assert message.stop_reason == "tool_use" and len(tool_uses(message)) == 1
+
+
+def test_a_forced_call_with_claude_codes_read_schema_finishes(client: anthropic.Anthropic) -> None:
+    """The default model used to loop inside a string (`"pages": "...127.0.0.1:127.0.0.1:...`) until
+    max_tokens, or end its call at a `</tool_call>` written inside a string, leaving an input that does
+    not parse. Every forced call must now end, valid, well within a modest max_tokens."""
+    for question in READ_ASKS:
+        assert len(read_call(client, question, 0, {"type": "tool", "name": "Read"})) == 1
+
+
+def test_forced_read_calls_finish_at_temperature_1(client: anthropic.Anthropic) -> None:
+    """At temperature 1 the model now and then writes a long string that never repeats (about one call
+    in 15 here: no loop to cut), so this allows three of twelve to run out; before loop control and the
+    one-call rule, none of them finished."""
+    finished = 0
+    for question in READ_ASKS * 4:
+        message = client.messages.create(
+            model=MODEL, max_tokens=256, temperature=1, tools=[tool("Read", READ)],
+            tool_choice={"type": "tool", "name": "Read"}, messages=[{"role": "user", "content": question}],
+        )  # fmt: skip
+        calls = tool_uses(message)
+        if message.stop_reason == "tool_use":
+            assert len(calls) == 1
+            jsonschema.Draft202012Validator(READ).validate(calls[0].input)
+            finished += 1
+    assert finished >= 9
+
+
+def test_tool_choice_any_calls_read_and_finishes(client: anthropic.Anthropic) -> None:
+    for question in READ_ASKS:
+        assert len(read_call(client, question, 0, {"type": "any", "disable_parallel_tool_use": True})) == 1
+        assert 1 <= len(read_call(client, question, 0, {"type": "any"})) <= 4
+
+
+def test_parallel_calls_stay_possible_under_any_and_auto(client: anthropic.Anthropic) -> None:
+    """Only `tool` and disable_parallel_tool_use limit the calls to one; the default model, asked for
+    several things, makes several calls under any (and under auto, at most one when disabled)."""
+    question = "Read the files a.txt, b.txt and c.txt."
+    assert len(read_call(client, question, 0, {"type": "any"})) > 1
+    for temperature in (0, 1, 1):
+        message = client.messages.create(
+            model=MODEL, max_tokens=256, temperature=temperature, tools=[tool("Read", READ)],
+            tool_choice={"type": "auto", "disable_parallel_tool_use": True},
+            messages=[{"role": "user", "content": question}],
+        )  # fmt: skip
+        assert len(tool_uses(message)) <= 1
+
+
 def test_tool_choice_none_never_calls(client: anthropic.Anthropic) -> None:
     message = client.messages.create(
         model=MODEL, max_tokens=60, tools=[tool("flat", SCHEMAS["flat"])], tool_choice={"type": "none"}, messages=ASK

@@ -351,6 +351,13 @@ def _to_template_chat(generation: Generation, calls: CallSyntax) -> ChatPrompt:
     return chat
 
 
+def single_call(choice: object) -> bool:
+    """Whether one call at most may be written: with `disable_parallel_tool_use`, and always under
+    tool_choice `tool`, which forces exactly one call of that tool, as the Claude API does (clients answer
+    that one call, and structured-output helpers read only the first)."""
+    return isinstance(choice, rq.ToolChoiceTool) or bool(getattr(choice, "disable_parallel_tool_use", False))
+
+
 def _choice_rule(params: rq.ConversationParams) -> str:
     choice = params.tool_choice
     rule = {
@@ -358,8 +365,7 @@ def _choice_rule(params: rq.ConversationParams) -> str:
         "tool": f"You must call the tool {getattr(choice, 'name', '')}.",
         "none": "Do not call any tool now; answer in text.",
     }.get(choice.type if choice else "auto", "Call a tool when it helps; otherwise answer in text.")
-    one = bool(getattr(choice, "disable_parallel_tool_use", False))
-    return rule + (" Call at most one tool." if one else "")
+    return rule + (" Call at most one tool." if single_call(choice) else "")
 
 
 def _tools_section(params: rq.ConversationParams) -> list[tuple[str, Ttl | None]]:
@@ -372,7 +378,7 @@ def _tools_section(params: rq.ConversationParams) -> list[tuple[str, Ttl | None]
     for spec, tool in described:
         entry = {"name": spec.name, "description": spec.description, "input_schema": spec.schema}
         pieces.append((json.dumps(entry, ensure_ascii=False), _ttl(tool)))
-    one = bool(getattr(params.tool_choice, "disable_parallel_tool_use", False))
+    one = single_call(params.tool_choice)
     syntax = MISSIVE_CALLS
     pieces.append((
         f"To call a tool, write exactly {syntax.open}TOOL_NAME{syntax.name_end}INPUT_AS_JSON{syntax.close} and nothing "

@@ -21,7 +21,7 @@ from missive.engines.local.model import LocalModel, Prompt
 from missive.engines.local.sampling import Sampling
 from missive.engines.local.thinking import SKIP_THINKING, THINK_OPEN
 from missive.engines.local.scheduler import Job, Scheduler
-from missive.engines.prompt import CallSyntax, check_input_support, to_chat, tool_specs
+from missive.engines.prompt import CallSyntax, check_input_support, single_call, to_chat, tool_specs
 from missive.settings import LocalEngineSettings, ModelSettings
 from missive.wire import requests as rq
 from missive.wire.errors import invalid
@@ -122,6 +122,7 @@ def _constraints(params: rq.MessageCreateParams, calls: CallSyntax) -> dict[str,
 
     With tools (and tool_choice other than none) calls are parsed, and their inputs constrained:
     from the first token for `any` and `tool`, from the moment the model starts a call for `auto`.
+    `tool` allows exactly one call, `disable_parallel_tool_use` at most one (`single_call`).
     Otherwise `output_config.format` constrains the whole text to its JSON schema.
     """
     choice = params.tool_choice
@@ -130,8 +131,7 @@ def _constraints(params: rq.MessageCreateParams, calls: CallSyntax) -> dict[str,
         if isinstance(choice, rq.ToolChoiceTool):
             specs = [spec for spec in specs if spec.name == choice.name]
         forced = isinstance(choice, (rq.ToolChoiceAny, rq.ToolChoiceTool))
-        single = bool(getattr(choice, "disable_parallel_tool_use", False))
-        return {"grammar": grammar.tool_calls(specs, forced, single, calls), "calls": calls}
+        return {"grammar": grammar.tool_calls(specs, forced, single_call(choice), calls), "calls": calls}
     if params.output_config is not None and params.output_config.format is not None:
         return {"grammar": grammar.json_output(params.output_config.format.schema_)}
     return {}

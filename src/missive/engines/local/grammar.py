@@ -26,6 +26,9 @@ from missive.engines.prompt import CallSyntax, ToolSpec
 log = logging.getLogger("missive.engine")
 
 ANY_OBJECT = {"type": "object"}
+# A JSON string's character: no raw control characters (RFC 8259 §7). The converter's own `char` rule
+# lets them through, and a string with a raw newline is not JSON: the call's input would not parse.
+JSON_CHAR = r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])'
 # Small models, once calling, tend to call again and again; parallel calls stop at this many.
 MAX_PARALLEL_CALLS = 4
 
@@ -34,10 +37,18 @@ MAX_PARALLEL_CALLS = 4
 class Grammar:
     gbnf: str
     lazy_trigger: str | None = None  # None: constrain from the first token
+    # Each constrained JSON value follows these markers, in order (a call's header); none: the output is one
+    json_after: tuple[str, ...] = ()
 
 
 def _converter() -> SchemaConverter:
     return SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+
+
+def _format(converter: SchemaConverter) -> str:
+    if "char" in converter._rules:
+        converter._rules["char"] = JSON_CHAR
+    return converter.format_grammar()
 
 
 def _literal(text: str) -> str:
@@ -79,7 +90,7 @@ def tool_calls(tools: list[ToolSpec], forced: bool, single: bool, syntax: CallSy
     """Calls written in `syntax` (e.g. `<tool_call name="X">{...}</tool_call>`), each input matching X's schema.
 
     `forced` constrains from the first token (tool_choice any/tool); otherwise the grammar wakes up
-    when the model starts a call. `single` allows one call (disable_parallel_tool_use).
+    when the model starts a call. `single` allows one call (tool_choice tool, disable_parallel_tool_use).
     """
     converter = _converter()
     calls = []
@@ -89,11 +100,11 @@ def tool_calls(tools: list[ToolSpec], forced: bool, single: bool, syntax: CallSy
     converter._add_rule("call", " | ".join(f"( {call} )" for call in calls))
     more = f' ( "\\n"? call ){{0,{MAX_PARALLEL_CALLS - 1}}}'
     converter._add_rule("root", "call" if single else "call" + more)
-    return Grammar(converter.format_grammar(), None if forced else syntax.trigger)
+    return Grammar(_format(converter), None if forced else syntax.trigger, (syntax.open, syntax.name_end))
 
 
 def json_output(schema: dict) -> Grammar:
     converter = _converter()
     rule = _schema_rule(converter, schema, "output")
     converter._add_rule("root", rule)
-    return Grammar(converter.format_grammar())
+    return Grammar(_format(converter))

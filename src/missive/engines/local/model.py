@@ -21,6 +21,7 @@ import jinja2.sandbox
 import llama_cpp
 from llama_cpp import _internals
 
+from missive.engines.local.repetition import closing_tokens
 from missive.engines.prompt import CALL_SYNTAXES, MARK, ChatPrompt, Ttl, template_call_syntax
 from missive.settings import LocalEngineSettings, ModelSettings
 
@@ -181,6 +182,17 @@ class LocalModel:
             if n >= 0:
                 return buffer.raw[:n]
             size = -n
+
+    @functools.cached_property
+    def closing_tokens(self) -> list[int]:
+        """The tokens that only close JSON levels (repetition.py), found once by reading the vocabulary."""
+        return closing_tokens(llama_cpp.llama_vocab_n_tokens(self.vocab), self.output_piece)
+
+    @functools.cached_property
+    def end_tokens(self) -> list[int]:
+        """End-of-generation tokens: end of sequence, end of turn."""
+        found = (llama_cpp.llama_vocab_eos(self.vocab), llama_cpp.llama_vocab_eot(self.vocab))
+        return sorted({token for token in found if token >= 0 and self.is_end_of_generation(token)})
 
     def is_end_of_generation(self, token: int) -> bool:
         return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))

@@ -3,7 +3,8 @@
 An entry is the KV state of a prompt prefix that ended at a `cache_control` breakpoint, saved from
 the sequence that computed it into host memory. A later request of the same workspace whose prompt
 has the same tokens up to one of its breakpoints (or up to a block boundary at most 20 blocks before
-one) restores that state instead of computing it: the tokens reported as read are tokens whose
+one), and would compute them in the same prefill chunks, restores that state instead of computing
+it, so a hit changes no number of the response. The tokens reported as read are tokens whose
 prefill was skipped. Entries live for their TTL (5 minutes or 1 hour), refreshed on every hit, within
 a memory budget; what must go before its TTL ends goes least-recently-used, and is then a miss.
 
@@ -44,15 +45,26 @@ class Plan:
     writes: tuple[tuple[int, Ttl], ...]  # breakpoints to save once the prefill reaches them
 
 
-def prefix_keys(workspace: str, tokens: list[int], positions: list[int]) -> dict[int, bytes]:
-    """A key for each prefix `tokens[:p]`, chained so the whole prompt is hashed once."""
+def prefix_keys(workspace: str, tokens: list[int], ends: list[int], positions: list[int]) -> dict[int, bytes]:
+    """A key for each prefix `tokens[:p]` computed in forward passes that ended at `ends`, chained so the
+    whole prompt is hashed once.
+
+    The passes are part of the key because a position's KV numbers depend on the pass that computed it:
+    an entry is found only by a request that would have computed its prefix in the same passes, so a
+    hit restores exactly the numbers that the request would compute without it.
+    """
     keys: dict[int, bytes] = {}
     hasher = hashlib.blake2b(workspace.encode(), digest_size=16)
-    done = 0
+    passes = hashlib.blake2b(digest_size=16)
+    done, index = 0, 0
     for position in sorted(set(positions)):
         hasher.update(array("i", tokens[done:position]).tobytes())
+        start = index
+        while index < len(ends) and ends[index] <= position:
+            index += 1
+        passes.update(array("i", ends[start:index]).tobytes())
         done = position
-        keys[position] = hasher.copy().digest()
+        keys[position] = hashlib.blake2b(hasher.digest() + passes.digest(), digest_size=16).digest()
     return keys
 
 

@@ -4,6 +4,9 @@ A grammar is checked the way llama.cpp's own server does it, because checking ev
 vocabulary against it costs more than the forward pass: sample without the grammar, ask the grammar
 whether that one token is allowed, and only if it is not, apply the grammar to the whole vocabulary
 and sample again. The result is the same as applying the grammar first.
+
+With a grammar comes a `LoopGuard` (repetition.py): when the constrained JSON has started to repeat
+itself, the next tokens are sampled among the grammar's tokens that close the looping level.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 from llama_cpp import _internals
 
 from missive.engines.local.grammar import Grammar
+from missive.engines.local.repetition import LoopGuard
 
 
 @dataclass
@@ -28,7 +32,13 @@ class Sampling:
 
 
 class TokenSampler:
-    def __init__(self, vocab: llama_cpp.llama_vocab_p, sampling: Sampling, grammar: Grammar | None) -> None:
+    def __init__(
+        self,
+        vocab: llama_cpp.llama_vocab_p,
+        sampling: Sampling,
+        grammar: Grammar | None,
+        guard: LoopGuard | None = None,
+    ) -> None:
         self.chain = _internals.LlamaSampler()
         if sampling.temperature == 0:
             self.chain.add_greedy()
@@ -41,16 +51,22 @@ class TokenSampler:
             self.chain.add_dist(secrets.randbits(31))
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
         self.grammar = _grammar_sampler(vocab, grammar) if grammar is not None else None
+        self.guard = guard if grammar is not None else None
         self._one = (llama_cpp.llama_token_data * 1)()
         self._all: _internals.LlamaTokenDataArray | None = None
 
     def sample(self, ctx: llama_cpp.llama_context_p, index: int) -> int:
-        token = llama_cpp.llama_sampler_sample(self.chain.sampler, ctx, index)
-        if self.grammar is None:
-            return token
-        if not self._allowed(token):
-            token = self._resample(ctx, index)
+        steered = self.guard.steer() if self.guard is not None else None
+        token = self._sample_among(ctx, index, steered) if steered else None
+        if token is None:
+            token = llama_cpp.llama_sampler_sample(self.chain.sampler, ctx, index)
+            if self.grammar is None:
+                return token
+            if not self._allowed(token):
+                token = self._resample(ctx, index)
         llama_cpp.llama_sampler_accept(self.grammar, token)
+        if self.guard is not None:
+            self.guard.feed(token)
         return token
 
     def accept(self, token: int) -> None:
@@ -58,6 +74,21 @@ class TokenSampler:
         llama_cpp.llama_sampler_accept(self.chain.sampler, token)
         if self.grammar is not None:
             llama_cpp.llama_sampler_accept(self.grammar, token)
+        if self.guard is not None:
+            self.guard.feed(token)
+
+    def _sample_among(self, ctx: llama_cpp.llama_context_p, index: int, tokens: list[int]) -> int | None:
+        """Sample among `tokens` those that the grammar allows (the guard's steering); None if it allows none."""
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, index), shape=(self.n_vocab,))
+        data = (llama_cpp.llama_token_data * len(tokens))()
+        for i, token in enumerate(tokens):
+            data[i].id, data[i].logit, data[i].p = token, float(logits[token]), 0.0
+        candidates = llama_cpp.llama_token_data_array(data=data, size=len(tokens), selected=-1, sorted=False)
+        llama_cpp.llama_sampler_apply(self.grammar, ctypes.byref(candidates))
+        if all(math.isinf(data[i].logit) for i in range(len(tokens))):
+            return None
+        llama_cpp.llama_sampler_apply(self.chain.sampler, ctypes.byref(candidates))
+        return int(candidates.data[candidates.selected].id)
 
     def _allowed(self, token: int) -> bool:
         self._one[0].id, self._one[0].logit, self._one[0].p = token, 0.0, 0.0

@@ -5,9 +5,10 @@ Each step:
      workspace, or restoring a cached prefix), and reports their input usage (`Started`);
   2. prefills the next chunk of the sequences still reading their prompts, each chunk in its own
      forward pass, up to `prefill_chunk` tokens per step (one long chunk, or several short prompts).
-     Chunks end at multiples of `prefill_chunk` (and at cache breakpoints) whatever else runs, so a
-     long prompt never stalls the streams for long, and a request computes the same numbers alone
-     or under load. A prompt's last chunk gives its first token;
+     Chunks end at positions fixed by the prompt alone (`chunk_ends`), whatever else runs and
+     whatever was reused, so a long prompt never stalls the streams for long, and a request computes
+     the same numbers alone, under load, and with or without a reused prefix. A prompt's last chunk
+     gives its first token;
   3. decodes one token for every sequence that is generating (those whose prompt just ended too),
      in one forward pass.
 New requests join and finished ones leave between steps. A cancelled job leaves at the next step.
@@ -15,6 +16,7 @@ New requests join and finished ones leave between steps. A cancelled job leaves 
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import collections
 import ctypes
@@ -33,6 +35,7 @@ from missive.engines.local.grammar import Grammar
 from missive.engines.local.model import LocalModel, Prompt
 from missive.engines.local.sampling import Sampling, TokenSampler
 from missive.engines.local.prompt_cache import Plan, PromptCache, lookup_positions, plan, prefix_keys
+from missive.engines.local.repetition import LoopGuard
 from missive.engines.local.stops import StopMatcher
 from missive.engines.local.thinking import FORCED_CLOSE, ThinkingSplitter
 from missive.engines.local.toolcalls import CallEnd, CallInput, CallParser, CallStart, Piece, Text
@@ -76,6 +79,7 @@ class Slot:
 
     seq_id: int
     tokens: list[int] = field(default_factory=list)
+    ends: list[int] = field(default_factory=list)  # where the forward passes that computed `tokens` ended
     workspace: str | None = None
     last_used: float = 0.0
     busy: bool = False
@@ -86,6 +90,7 @@ class Sequence:
     job: Job
     slot: Slot
     plan: Plan
+    ends: list[int]  # where its prompt's chunks end (`chunk_ends`)
     sampler: TokenSampler
     started: float
     pending: int | None = None  # sampled, not yet in the KV cache
@@ -197,16 +202,17 @@ class Scheduler:
 
     def _start(self, job: Job) -> None:
         """Give a job a slot, reuse what the KV cache already holds, and report its input usage."""
-        slot, reused = self._choose_slot(job.prompt.tokens, job.workspace)
+        ends = chunk_ends(job.prompt, self.settings.prefill_chunk)
+        slot, reused = self._choose_slot(job.prompt.tokens, ends, job.workspace)
         slot.busy, slot.workspace = True, job.workspace
         try:
-            self._start_in(slot, reused, job)
+            self._start_in(slot, reused, ends, job)
         except Exception:
             slot.busy = False
             self._clear(slot)
             raise
 
-    def _start_in(self, slot: Slot, reused: int, job: Job) -> None:
+    def _start_in(self, slot: Slot, reused: int, ends: list[int], job: Job) -> None:
         started = self.clock()
         tokens = job.prompt.tokens
 
@@ -214,7 +220,7 @@ class Scheduler:
         hit = None
         if breakpoints:
             positions = lookup_positions(job.prompt.boundaries, breakpoints)
-            keys = prefix_keys(job.workspace, tokens, positions)
+            keys = prefix_keys(job.workspace, tokens, ends, positions)
             hit = self.cache.find(keys)
         read = hit.length if hit is not None else 0
         min_tokens = self.model.config.min_cache_tokens
@@ -223,10 +229,10 @@ class Scheduler:
             ttl = next((t for p, t in breakpoints if p >= hit.length), None)
             self.cache.touch(hit, ttl, started)
             metrics.CACHE_READ_TOKENS.labels(**self.labels).inc(hit.length)
-            if hit.length > reused:
-                self._restore(slot, hit.state, tokens[: hit.length])
-                reused = hit.length
-        keep = min(reused, len(tokens) - 1)
+            if hit.length > reused:  # the key matched, so its passes ended where this prompt's chunks end
+                self._restore(slot, hit.state, tokens[: hit.length], [e for e in ends if e <= hit.length])
+                reused = reusable(slot, tokens, ends)
+        keep = reused
         if usage_plan.writes:  # each write is saved from a prefill that ends exactly at its position
             keep = min([keep, *(p for p, _ in usage_plan.writes)])
         self._truncate(slot, keep)
@@ -237,7 +243,8 @@ class Scheduler:
             job,
             slot,
             usage_plan,
-            TokenSampler(self.model.vocab, job.sampling, job.grammar),
+            ends,
+            TokenSampler(self.model.vocab, job.sampling, job.grammar, self._loop_guard(job)),
             started,
             stops=StopMatcher(job.stops),
             calls=CallParser(job.calls) if job.calls is not None else None,
@@ -258,8 +265,14 @@ class Scheduler:
             "slot %d: %d prompt tokens, %d reused, plan %s", slot.seq_id, len(tokens), keep, usage_plan
         )
 
-    def _choose_slot(self, tokens: list[int], workspace: str) -> tuple[Slot, int]:
-        """The free slot for `tokens`, and how many of its resident tokens are a prefix of them.
+    def _loop_guard(self, job: Job) -> LoopGuard | None:
+        if job.grammar is None:
+            return None
+        model = self.model
+        return LoopGuard(job.grammar.json_after, model.output_piece, model.closing_tokens, model.end_tokens)
+
+    def _choose_slot(self, tokens: list[int], ends: list[int], workspace: str) -> tuple[Slot, int]:
+        """The free slot for `tokens`, and how many of its resident tokens it can reuse (`reusable`).
 
         The slot of this workspace holding the longest prefix; but a slot next to busy ones whose
         prefix is at most `ADJACENCY_WORTH` tokens shorter goes first (see `_step`: each gap between
@@ -268,7 +281,7 @@ class Scheduler:
         """
         busy = {slot.seq_id for slot in self.slots if slot.busy}
         free = [slot for slot in self.slots if not slot.busy]
-        reuse = {slot.seq_id: _common_prefix(slot.tokens, tokens) if slot.workspace == workspace else 0 for slot in free}
+        reuse = {slot.seq_id: reusable(slot, tokens, ends) if slot.workspace == workspace else 0 for slot in free}
         best = max(reuse.values())
 
         def rank(slot: Slot) -> tuple[bool, int, int, float]:
@@ -281,21 +294,28 @@ class Scheduler:
         return slot, reuse[slot.seq_id]
 
     def _truncate(self, slot: Slot, keep: int) -> None:
+        """Keep the first `keep` tokens: a position where one of the slot's forward passes ended (or 0)."""
         if keep < len(slot.tokens):
             llama_cpp.llama_memory_seq_rm(self.model.memory, slot.seq_id, keep, -1)
             del slot.tokens[keep:]
+            del slot.ends[bisect.bisect_right(slot.ends, keep) :]
+        assert keep == 0 or slot.ends[-1] == keep, "a prefix is kept only where a forward pass ended"
 
     def _clear(self, slot: Slot) -> None:
         llama_cpp.llama_memory_seq_rm(self.model.memory, slot.seq_id, -1, -1)
         slot.tokens.clear()
+        slot.ends.clear()
         slot.workspace = None
 
-    def _restore(self, slot: Slot, state: bytes, tokens: list[int]) -> None:
+    def _restore(self, slot: Slot, state: bytes, tokens: list[int], ends: list[int]) -> None:
         llama_cpp.llama_memory_seq_rm(self.model.memory, slot.seq_id, -1, -1)
+        slot.tokens.clear()
+        slot.ends.clear()
         buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
         if llama_cpp.llama_state_seq_set_data(self.model.ctx, buffer, len(state), slot.seq_id) == 0:
             raise RuntimeError("could not restore a cached prefix")
         slot.tokens[:] = tokens
+        slot.ends[:] = ends
 
     def _save(self, sequence: Sequence, position: int, ttl: Ttl) -> None:
         seq_id = sequence.slot.seq_id
@@ -303,7 +323,7 @@ class Scheduler:
         buffer = (ctypes.c_uint8 * size)()
         written = llama_cpp.llama_state_seq_get_data(self.model.ctx, buffer, size, seq_id)
         tokens = sequence.job.prompt.tokens
-        key = prefix_keys(sequence.job.workspace, tokens, [position])[position]
+        key = prefix_keys(sequence.job.workspace, tokens, sequence.slot.ends, [position])[position]
         self.cache.put(key, position, bytes(buffer)[:written], ttl, sequence.started)
         metrics.PROMPT_CACHE_BYTES.labels(**self.labels).set(self.cache.size)
 
@@ -329,6 +349,7 @@ class Scheduler:
             self._decode()
             for index, sequence in enumerate(decoding):
                 sequence.slot.tokens.append(sequence.pending)
+                sequence.slot.ends.append(sequence.n_past)
                 sequence.pending = None
                 self._sample(sequence, index)
 
@@ -336,14 +357,13 @@ class Scheduler:
         """Prefill the next chunk of the sequence's prompt, in a forward pass of its own; returns its length."""
         tokens = sequence.job.prompt.tokens
         start = sequence.n_past
-        chunk = self.settings.prefill_chunk
-        end = min(len(tokens), (start // chunk + 1) * chunk)
-        end = min([end, *(p for p, _ in sequence.plan.writes if p > start)])
+        end = sequence.ends[bisect.bisect_right(sequence.ends, start)]
         self.batch.reset()
         for position in range(start, end):
             self._add(tokens[position], position, sequence.slot.seq_id, position == len(tokens) - 1)
         self._decode()
         sequence.slot.tokens.extend(tokens[start:end])
+        sequence.slot.ends.append(end)
         for position, ttl in sequence.plan.writes:
             if position == end:
                 self._save(sequence, position, ttl)
@@ -484,6 +504,39 @@ class Scheduler:
         sequence.sampler.close()
         metrics.ACTIVE_SEQUENCES.labels(**self.labels).set(len(self.running))
         metrics.KV_TOKENS.labels(**self.labels).set(sum(len(slot.tokens) for slot in self.slots))
+
+
+def chunk_ends(prompt: Prompt, chunk: int) -> list[int]:
+    """Where the prompt's prefill chunks end: at multiples of `chunk`, at its end, and, when it has cache
+    breakpoints, at every block boundary.
+
+    A position's KV numbers depend on the forward pass that computed it (its first and last position),
+    so a reused or restored prefix changes nothing only if it was computed in the chunks that this
+    prompt would use from scratch. Chunk ends are therefore a function of the prompt alone, never of
+    what was reused. Block boundaries are among them because a cache entry saved at an earlier
+    request's breakpoint is found at one of this request's block boundaries (the lookback), and the
+    blocks before it are the same in both requests, so both chunk that prefix alike.
+    """
+    length = len(prompt.tokens)
+    ends = set(range(chunk, length, chunk)) | {length}
+    if prompt.breakpoints:
+        ends.update(p for p in prompt.boundaries if 0 < p < length)
+    return sorted(ends)
+
+
+def reusable(slot: Slot, tokens: list[int], ends: list[int]) -> int:
+    """How much of the slot's KV a prompt with chunk `ends` can keep: the longest common prefix that ends
+    where one of the prompt's chunks ends and was computed in exactly the prompt's chunks.
+
+    At least the last chunk is computed again (it gives the first token's logits).
+    """
+    limit = min(_common_prefix(slot.tokens, tokens), len(tokens) - 1)
+    kept = 0
+    for mine, theirs in zip(ends, slot.ends):
+        if mine != theirs or mine > limit:
+            break
+        kept = mine
+    return kept
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

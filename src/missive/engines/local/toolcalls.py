@@ -1,7 +1,9 @@
 """Splits streamed model output into text and tool calls written in the model's `CallSyntax`.
 
-Text that could still turn out to be the start of a call (or of its end) is held back until it is
-known, so a client never sees a piece of the call syntax; the call's JSON streams as it comes.
+Text that could still turn out to be the start of a call is held back until it is known, so a client
+never sees a piece of the call syntax; the call's JSON streams as it comes. A call's input ends where
+its JSON value ends (the grammar writes the closing syntax right after it), not at the first closing
+marker: a string value may well contain `</tool_call>`.
 """
 
 from __future__ import annotations
@@ -42,12 +44,42 @@ def _held(buffer: str, marker: str) -> int:
     return 0
 
 
+class _JsonEnd:
+    """Finds where one JSON value ends in text that arrives piece by piece."""
+
+    def __init__(self) -> None:
+        self.open: list[str] = []  # '{', '[' or '"'
+        self.escape = False
+        self.started = False
+
+    def end(self, text: str) -> int | None:
+        """The index in `text` just after the value's last character, once it is complete."""
+        for index, char in enumerate(text):
+            if self.open and self.open[-1] == '"':
+                if self.escape:
+                    self.escape = False
+                elif char == "\\":
+                    self.escape = True
+                elif char == '"':
+                    self.open.pop()
+            elif char in '{["':
+                self.open.append(char)
+            elif char in "}]" and self.open:
+                self.open.pop()
+            if not char.isspace():
+                self.started = True
+            if self.started and not self.open and char in '}]"':
+                return index + 1
+        return None
+
+
 class CallParser:
     def __init__(self, syntax: CallSyntax) -> None:
         self.syntax = syntax
         self.buffer = ""
-        self.state = "text"  # text -> header -> input -> text ...
+        self.state = "text"  # text -> header -> input -> close -> text ...
         self.calls = 0
+        self.value = _JsonEnd()
 
     @property
     def in_call(self) -> bool:
@@ -75,20 +107,24 @@ class CallParser:
                 if end == -1:
                     return pieces
                 pieces.append(CallStart(self.buffer[:end]))
-                self.buffer, self.state = self.buffer[end + len(name_end) :], "input"
-            else:
-                at = self.buffer.find(closing)
-                if at == -1:
-                    keep = _held(self.buffer, closing)
-                    emit, self.buffer = self.buffer[: len(self.buffer) - keep], self.buffer[len(self.buffer) - keep :]
-                    if emit:
-                        pieces.append(CallInput(emit))
+                self.buffer, self.state, self.value = self.buffer[end + len(name_end) :], "input", _JsonEnd()
+            elif self.state == "input":
+                end = self.value.end(self.buffer)
+                emit = self.buffer if end is None else self.buffer[:end]
+                if emit:
+                    pieces.append(CallInput(emit))
+                self.buffer = "" if end is None else self.buffer[end:]
+                if end is None:
                     return pieces
-                if at:
-                    pieces.append(CallInput(self.buffer[:at]))
                 pieces.append(CallEnd())
                 self.calls += 1
-                self.buffer, self.state = self.buffer[at + len(closing) :], "text"
+                self.state = "close"
+            else:  # the closing syntax after the value (and the spaces the grammar allows before it)
+                rest = self.buffer.lstrip(" ")
+                if closing.startswith(rest):
+                    return pieces
+                self.buffer = rest[len(closing) :] if rest.startswith(closing) else rest
+                self.state = "text"
 
     def flush(self) -> list[Piece]:
         """The end of the output: what was held back is text (or the rest of an unfinished call)."""
@@ -97,4 +133,4 @@ class CallParser:
             return [Text(rest)] if rest and (self.calls == 0 or rest.strip()) else []
         if self.state == "input":
             return ([CallInput(rest)] if rest else []) + [CallEnd()]
-        return []
+        return []  # a header cut short, or the closing syntax
