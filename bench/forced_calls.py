@@ -36,46 +36,10 @@ import jsonschema
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serving import OUT, missive  # noqa: E402
 
-DRAFT = "https://json-schema.org/draft/2020-12/schema"
-# Claude Code 2.1.332's input schemas, descriptions stripped.
+# Claude Code 2.1.332's input schemas (descriptions stripped), shared with the tests, and two nested ones.
+CLAUDE_CODE_TOOLS = Path(__file__).resolve().parents[1] / "tests" / "clients" / "claude_code_tools.json"
 SCHEMAS: dict[str, dict[str, Any]] = {
-    "Read": {
-        "$schema": DRAFT,
-        "type": "object",
-        "properties": {
-            "file_path": {"type": "string"},
-            "offset": {"type": "integer", "minimum": 0, "maximum": 9007199254740991},
-            "limit": {"type": "integer", "exclusiveMinimum": 0, "maximum": 9007199254740991},
-            "pages": {"type": "string"},
-            "allow_large": {"type": "boolean"},
-        },
-        "required": ["file_path"],
-        "additionalProperties": False,
-    },
-    "Bash": {
-        "$schema": DRAFT,
-        "type": "object",
-        "properties": {
-            "command": {"type": "string"},
-            "timeout": {"type": "number"},
-            "run_in_background": {"type": "boolean"},
-            "dangerouslyDisableSandbox": {"type": "boolean"},
-        },
-        "required": ["command"],
-        "additionalProperties": False,
-    },
-    "Edit": {
-        "$schema": DRAFT,
-        "type": "object",
-        "properties": {
-            "file_path": {"type": "string"},
-            "old_string": {"type": "string"},
-            "new_string": {"type": "string"},
-            "replace_all": {"default": False, "type": "boolean"},
-        },
-        "required": ["file_path", "old_string", "new_string"],
-        "additionalProperties": False,
-    },
+    **json.loads(CLAUDE_CODE_TOOLS.read_text()),
     "plan_trip": {
         "type": "object",
         "properties": {

@@ -8,9 +8,12 @@ decisions are checked one by one: when the guard steers, towards which tokens, a
 from __future__ import annotations
 
 import json
+import random
+import re
 
 import pytest
 
+from missive.engines.local.grammar import integer_range
 from missive.engines.local.repetition import LoopGuard, closing_tokens
 from missive.engines.local.toolcalls import CallEnd, CallInput, CallParser, CallStart, Text
 from missive.engines.prompt import HERMES_CALLS, MISSIVE_CALLS, CallSyntax
@@ -102,3 +105,21 @@ def test_a_call_ends_where_its_json_ends_not_at_a_closing_tag_inside_a_string(sy
             current = ""
     assert [p.name for p in pieces if isinstance(p, CallStart)] == ["Read", "Read"]
     assert calls == inputs and "".join(p.text for p in pieces if isinstance(p, Text)) == "Sure."
+
+
+@pytest.mark.parametrize(
+    ("low", "high"),
+    [(0, 9007199254740991), (1, 9007199254740991), (5, 1234), (None, 17), (-45, 300), (-1000, -7), (3, None),
+     (-20, None), (0, 0), (99, 101)],
+)  # fmt: skip
+def test_integer_ranges_are_exact(low: int | None, high: int | None) -> None:
+    """The GBNF of a range, read as a regular expression, takes exactly the integers in it (no leading zeros)."""
+    gbnf = integer_range(low, high).replace('"', "").replace(" ", "")
+    pattern = re.compile(f"^({gbnf})$")
+    first = low if low is not None else -10**6
+    last = high if high is not None else 10**6
+    rng = random.Random(0)
+    for value in [first - 1, first, last, last + 1, *(rng.randint(first - 50, last + 50) for _ in range(2000))]:
+        inside = (low is None or value >= low) and (high is None or value <= high)
+        assert bool(pattern.match(str(value))) == inside, value
+    assert not pattern.match("007")

@@ -8,6 +8,7 @@ decoding), and structured output must parse and validate against its schema.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -130,19 +131,7 @@ def test_named_tool_choice_and_single_call(client: anthropic.Anthropic) -> None:
 
 
 # Claude Code 2.1.332's Read input schema, descriptions stripped: the tool a coding agent forces most.
-READ: dict[str, Any] = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "type": "object",
-    "properties": {
-        "file_path": {"type": "string"},
-        "offset": {"type": "integer", "minimum": 0, "maximum": 9007199254740991},
-        "limit": {"type": "integer", "exclusiveMinimum": 0, "maximum": 9007199254740991},
-        "pages": {"type": "string"},
-        "allow_large": {"type": "boolean"},
-    },
-    "required": ["file_path"],
-    "additionalProperties": False,
-}
+READ: dict[str, Any] = json.loads((Path(__file__).parent / "clients" / "claude_code_tools.json").read_text())["Read"]
 READ_ASKS = [
     "Look at the file src/server/app.py and tell me what it does.",
     "The build is failing; find out why and fix it.",

@@ -4,10 +4,11 @@ structured output that matches `output_config.format`.
 JSON schemas become GBNF through llama-cpp-python's converter (a port of llama.cpp's own). It
 enforces `type`, `properties`, `required`, `additionalProperties`, `enum`, `const`, `anyOf`/`oneOf`,
 `allOf`, local `$ref`/`$defs`, `items`/`prefixItems`, `minItems`/`maxItems`, `minLength`/`maxLength`,
-string `pattern`s and `format`s (date, time, date-time, uuid); integer `minimum`/`maximum` (and the
-exclusive forms) are enforced by us when the range holds at most 256 values. Keywords it cannot
-express (`not`, `if`/`then`/`else`, `multipleOf`, `uniqueItems`, wider integer ranges, bounds on
-floats, `patternProperties`, ...) are not enforced: the output is still valid JSON of the right shape
+string `pattern`s and `format`s (date, time, date-time, uuid). Integer `minimum`/`maximum` (and the
+exclusive forms) are enforced by us (`integer_range`: the decimal strings of the range, digit by
+digit; a bound of more than 20 digits counts as none). Keywords it cannot express (`not`,
+`if`/`then`/`else`, `multipleOf`, `uniqueItems`, bounds on floats, `patternProperties`, ...) are not
+enforced: the output is still valid JSON of the right shape
 otherwise. A schema the converter rejects outright falls back to "any JSON object": valid JSON, never
 worse.
 """
@@ -18,8 +19,9 @@ import json
 import logging
 import math
 from dataclasses import dataclass
+from typing import Any
 
-from llama_cpp.llama_grammar import SchemaConverter
+from llama_cpp.llama_grammar import RESERVED_NAMES, SchemaConverter
 
 from missive.engines.prompt import CallSyntax, ToolSpec
 
@@ -41,8 +43,20 @@ class Grammar:
     json_after: tuple[str, ...] = ()
 
 
+class _Converter(SchemaConverter):
+    """llama-cpp-python's converter, with integer bounds enforced."""
+
+    def visit(self, schema: Any, name: str) -> str:
+        if isinstance(schema, dict) and schema.get("type") == "integer" and not {"enum", "const"} & schema.keys():
+            low, high = _integer_bounds(schema)
+            if low is not None or high is not None:
+                rule_name = name + "-" if name in RESERVED_NAMES else name or "root"
+                return self._add_rule(rule_name, f"( {integer_range(low, high)} ) space")
+        return super().visit(schema, name)
+
+
 def _converter() -> SchemaConverter:
-    return SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+    return _Converter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
 
 
 def _format(converter: SchemaConverter) -> str:
@@ -55,31 +69,82 @@ def _literal(text: str) -> str:
     return json.dumps(text)  # a GBNF string literal has JSON's escapes
 
 
-SMALL_RANGE = 256
+MAX_BOUND_DIGITS = 20
 
 
-def _bounded_integers(schema: object) -> object:
-    """Integer ranges the converter ignores become enums, when they are small enough to list."""
-    if isinstance(schema, list):
-        return [_bounded_integers(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    schema = {key: _bounded_integers(value) for key, value in schema.items()}
-    if schema.get("type") == "integer" and "enum" not in schema:
-        low = schema.get("minimum", schema.get("exclusiveMinimum", None))
-        high = schema.get("maximum", schema.get("exclusiveMaximum", None))
-        if isinstance(low, (int, float)) and isinstance(high, (int, float)):
-            low = math.ceil(low) + (1 if "exclusiveMinimum" in schema and "minimum" not in schema and low == int(low) else 0)
-            high = math.floor(high) - (1 if "exclusiveMaximum" in schema and "maximum" not in schema and high == int(high) else 0)
-            if 0 <= high - low < SMALL_RANGE:
-                return {"enum": list(range(low, high + 1))}
-    return schema
+def _bound(value: object, exclusive: bool, lower: bool) -> int | None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        return None
+    if lower:
+        bound = math.floor(value) + 1 if exclusive else math.ceil(value)
+    else:
+        bound = math.ceil(value) - 1 if exclusive else math.floor(value)
+    return bound if len(str(abs(bound))) <= MAX_BOUND_DIGITS else None
+
+
+def _integer_bounds(schema: dict) -> tuple[int | None, int | None]:
+    """The tightest of `minimum`/`exclusiveMinimum` and of `maximum`/`exclusiveMaximum`, as integers."""
+    lows = [_bound(schema.get("minimum"), False, True), _bound(schema.get("exclusiveMinimum"), True, True)]
+    highs = [_bound(schema.get("maximum"), False, False), _bound(schema.get("exclusiveMaximum"), True, False)]
+    low = max((b for b in lows if b is not None), default=None)
+    high = min((b for b in highs if b is not None), default=None)
+    return low, high
+
+
+def _digits(low: str, high: str) -> str:
+    """GBNF for the decimal strings from `low` to `high`, which have the same length."""
+    if low == high:
+        return _literal(low)
+    if len(low) == 1:
+        return f"[{low}-{high}]"
+    rest = len(low) - 1
+    if low[0] == high[0]:
+        return f"{_literal(low[0])} ( {_digits(low[1:], high[1:])} )"
+    first, last = int(low[0]), int(high[0])
+    parts = []
+    if low[1:] != "0" * rest:
+        parts.append(f"{_literal(low[0])} ( {_digits(low[1:], '9' * rest)} )")
+        first += 1
+    tail = None
+    if high[1:] != "9" * rest:
+        tail = f"{_literal(high[0])} ( {_digits('0' * rest, high[1:])} )"
+        last -= 1
+    if first <= last:
+        parts.append(f"[{first}-{last}] [0-9]{{{rest}}}")
+    return " | ".join([*parts, *([tail] if tail else [])])
+
+
+def _naturals(low: int, high: int | None) -> list[str]:
+    """Alternatives for the integers from `low` (>= 0) to `high` (None: no end), without leading zeros."""
+    width = len(str(low))
+    alternatives = []
+    for digits in range(width, len(str(high)) + 1 if high is not None else width + 1):
+        start = max(low, 10 ** (digits - 1) if digits > 1 else 0)
+        end = 10**digits - 1 if high is None else min(high, 10**digits - 1)
+        if start <= end:
+            alternatives.append(_digits(str(start), str(end)))
+    if high is None:
+        alternatives.append(f"[1-9] [0-9]{{{width},}}")
+    return alternatives
+
+
+def integer_range(low: int | None, high: int | None) -> str:
+    """GBNF for the JSON integers from `low` to `high` (None: unbounded on that side)."""
+    if low is not None and high is not None and low > high:
+        raise ValueError(f"empty integer range {low}..{high}")
+    alternatives = []
+    if high is None or high >= 0:
+        alternatives += _naturals(max(low or 0, 0), high)
+    if low is None or low < 0:
+        negatives = _naturals(max(-(high if high is not None and high < 0 else -1), 1), None if low is None else -low)
+        alternatives += [f'"-" ( {alternative} )' for alternative in negatives]
+    return " | ".join(f"( {alternative} )" for alternative in alternatives)
 
 
 def _schema_rule(converter: SchemaConverter, schema: dict, name: str) -> str:
     """Add the rules for `schema` under `name`; fall back to any object if it cannot be converted."""
     try:
-        resolved = converter.resolve_refs(_bounded_integers(json.loads(json.dumps(schema))), name)
+        resolved = converter.resolve_refs(json.loads(json.dumps(schema)), name)
         return converter.visit(resolved, name)
     except Exception as exc:  # the converter raises on what it cannot express at all
         log.warning("schema for %s not enforceable (%s); constraining to any JSON object", name, exc)
