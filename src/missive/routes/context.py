@@ -40,7 +40,7 @@ async def call_context(request: Request) -> CallContext:
     for name in betas.unknown:
         if name not in _unknown_logged:
             _unknown_logged.add(name)
-            log.info("accepting unknown anthropic-beta %r (it enables nothing here; strict_betas = true refuses it)", name)
+            log.info("accepting unknown anthropic-beta %r (it enables nothing; strict_betas refuses it)", name)
     return CallContext(principal, version, betas)
 
 
