@@ -89,22 +89,29 @@ def test_a_repeated_call_ends_the_turn_a_different_one_does_not() -> None:
     assert names(g.steer()) == ["<end>"]  # the same input again: the turn ends once the grammar allows it
 
 
+def split_calls(syntax: CallSyntax, output: str, size: int) -> tuple[str, list[str], list[dict]]:
+    """Feed `output` to a CallParser `size` characters at a time: (the text, call names, call inputs)."""
+    parser = CallParser(syntax)
+    pieces = [p for at in range(0, len(output), size) for p in parser.feed(output[at : at + size])] + parser.flush()
+    inputs, current = [], ""
+    for piece in pieces:
+        if isinstance(piece, CallInput):
+            current += piece.json
+        elif isinstance(piece, CallEnd):
+            inputs.append(json.loads(current))
+            current = ""
+    text = "".join(p.text for p in pieces if isinstance(p, Text))
+    return text, [p.name for p in pieces if isinstance(p, CallStart)], inputs
+
+
 @pytest.mark.parametrize("syntax", [MISSIVE_CALLS, HERMES_CALLS])
 @pytest.mark.parametrize("size", [1, 3, 8])
 def test_a_call_ends_where_its_json_ends_not_at_a_closing_tag_inside_a_string(syntax: CallSyntax, size: int) -> None:
     inputs = [{"note": f"a {syntax.close} b", "n": 1}, {"q": "\\\"}"}]
     output = "Sure." + "\n".join(syntax.text("Read", value) for value in inputs) + "\n"
-    parser = CallParser(syntax)
-    pieces = [p for at in range(0, len(output), size) for p in parser.feed(output[at : at + size])] + parser.flush()
-    calls, current = [], ""
-    for piece in pieces:
-        if isinstance(piece, CallInput):
-            current += piece.json
-        elif isinstance(piece, CallEnd):
-            calls.append(json.loads(current))
-            current = ""
-    assert [p.name for p in pieces if isinstance(p, CallStart)] == ["Read", "Read"]
-    assert calls == inputs and "".join(p.text for p in pieces if isinstance(p, Text)) == "Sure."
+    text, names, calls = split_calls(syntax, output, size)
+    assert names == ["Read", "Read"]
+    assert calls == inputs and text == "Sure."
 
 
 @pytest.mark.parametrize(

@@ -14,10 +14,10 @@ import anthropic
 import httpx
 import jsonschema
 import pytest
+from test_constrained_output import split_calls
 from test_tools import ASK, SCHEMAS, answered, tool, tool_uses
 
 from missive.engines.local.grammar import tool_calls
-from missive.engines.local.toolcalls import CallEnd, CallInput, CallParser, CallStart, Text
 from missive.engines.prompt import HERMES_CALLS, MISSIVE_CALLS, ToolSpec, template_call_syntax
 
 MODEL = "smollm2-hermes"
@@ -33,17 +33,7 @@ def test_the_template_decides_the_call_syntax() -> None:
 def test_hermes_calls_split_out_of_streamed_text(size: int) -> None:
     output = 'Let me check.<tool_call>\n{"name": "weather", "arguments": {"city": "Paris"}}\n</tool_call>'
     output += '\n<tool_call>\n{"name": "time", "arguments": {}}\n</tool_call>'
-    parser = CallParser(HERMES_CALLS)
-    pieces = [p for at in range(0, len(output), size) for p in parser.feed(output[at : at + size])] + parser.flush()
-    text = "".join(p.text for p in pieces if isinstance(p, Text))
-    names = [p.name for p in pieces if isinstance(p, CallStart)]
-    inputs, current = [], ""
-    for piece in pieces:
-        if isinstance(piece, CallInput):
-            current += piece.json
-        elif isinstance(piece, CallEnd):
-            inputs.append(json.loads(current))
-            current = ""
+    text, names, inputs = split_calls(HERMES_CALLS, output, size)
     assert text == "Let me check."
     assert names == ["weather", "time"] and inputs == [{"city": "Paris"}, {}]
 

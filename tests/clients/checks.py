@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from clients import harness
 from clients.recorder import Exchange, Recorder
@@ -29,14 +28,21 @@ STOP_REASONS = {
 @dataclass
 class Observed:
     out: dict[str, Any]  # the JSON object the script printed
-    exchanges: list[Exchange]
-    foreign: list[str]
+    recorder: Recorder  # stopped: every exchange it saw
+
+    @property
+    def exchanges(self) -> list[Exchange]:
+        return self.recorder.exchanges
+
+    @property
+    def foreign(self) -> list[str]:
+        return self.recorder.foreign
 
     def requests(self, path: str) -> list[Exchange]:
-        return [e for e in self.exchanges if urlsplit(e.path).path == path]
+        return self.recorder.requests(path)
 
     def refused(self) -> list[Exchange]:
-        return [e for e in self.exchanges if e.status >= 400]
+        return self.recorder.refused()
 
 
 def observe(base_url: str, api_key: str, workdir: Path, args: list[str], timeout: float) -> Observed:
@@ -49,7 +55,7 @@ def observe(base_url: str, api_key: str, workdir: Path, args: list[str], timeout
     finally:
         proxy.stop()
     assert run.returncode == 0, f"{args[-1]} exited {run.returncode}:\n{run.stderr[-4000:]}"
-    return Observed(run.json(), list(proxy.exchanges), list(proxy.foreign))
+    return Observed(run.json(), proxy)
 
 
 def credentials(exchanges: list[Exchange]) -> set[tuple[str | None, str | None, str | None]]:

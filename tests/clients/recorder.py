@@ -70,8 +70,12 @@ class Recorder:
         self.exchanges.clear()
         self.foreign.clear()
 
+    def requests(self, path: str) -> list[Exchange]:
+        """The exchanges for one path, whatever their query string."""
+        return [e for e in self.exchanges if urlsplit(e.path).path == path]
+
     def messages(self) -> list[Exchange]:
-        return [e for e in self.exchanges if urlsplit(e.path).path == "/v1/messages"]
+        return self.requests("/v1/messages")
 
     def refused(self) -> list[Exchange]:
         return [e for e in self.exchanges if e.status >= 400]
