@@ -22,7 +22,6 @@ from pathlib import Path
 import anthropic
 import httpx
 import pytest
-
 from clients import harness
 from clients.recorder import Recorder
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-
 from conftest import Server, launch, stop
 
 BACKENDS = ("sqlite-memory", "postgresql-redis")

@@ -6,7 +6,6 @@ import anthropic
 import httpx
 import pytest
 import sqlalchemy as sa
-
 from conftest import Server
 
 PAYLOAD = {"model": "claude-haiku-4-5", "max_tokens": 1, "messages": [{"role": "user", "content": "Hi"}]}

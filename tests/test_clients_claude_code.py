@@ -17,10 +17,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from clients import harness
 from clients.recorder import Recorder
 from conftest import Server
+
 from missive.wire.betas import KNOWN_BETAS
 
 NOTES = "The secret word is pineapple.\n"

@@ -12,7 +12,6 @@ from typing import Any
 
 import jsonschema
 import pytest
-
 from clients import harness
 from clients.checks import STOP_REASONS, Observed, credentials, observe
 from clients.recorder import Exchange

@@ -15,7 +15,6 @@ from typing import Any
 import anthropic
 import jsonschema
 import pytest
-
 from clients import harness
 from clients.checks import STOP_REASONS, Observed, credentials, observe, text_of, tool_uses
 from clients.recorder import Recorder

@@ -7,7 +7,6 @@ import re
 
 import anthropic
 import httpx
-
 from conftest import COUNTING, Server
 
 MODEL = "claude-sonnet-4-6"

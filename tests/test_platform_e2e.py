@@ -16,7 +16,6 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
-
 from conftest import COUNTING
 from platform_backends import REDIS_URL, postgres_schema, redis_prefix
 from platform_server import BACKENDS, Platform, launch, platform, stop

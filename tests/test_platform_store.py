@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from platform_backends import database
 
 from missive.gateway.ledger import Ledger
 from missive.gateway.pricing import Pricing, Tokens, usd_to_pico
@@ -19,7 +20,6 @@ from missive.store import ledger as ledger_store
 from missive.store import reports as report_store
 from missive.store import workspaces as workspace_store
 from missive.store.db import connect
-from platform_backends import database
 
 LEGACY_API_KEYS = (
     "CREATE TABLE api_keys (id VARCHAR(40) PRIMARY KEY, name VARCHAR(256) NOT NULL, workspace_id VARCHAR(64) "
@@ -64,7 +64,7 @@ def test_migrations_run_once_and_adopt_a_database_from_before_them(url: str) -> 
             "alembic_version",
         } <= tables
         with engine.connect() as conn:
-            assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
+            assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0003"
         old = key_store.get_key(engine, "apikey_old")
         assert old is not None and old.status == "active" and old.workspace_id == "default"
         engine.dispose()

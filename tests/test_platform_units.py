@@ -8,6 +8,7 @@ import math
 from datetime import UTC, datetime
 
 import pytest
+from platform_backends import REDIS_URL, redis_prefix
 
 from missive.gateway.buckets import Charge, MemoryBuckets, RedisBuckets
 from missive.gateway.limits import Limiter
@@ -15,7 +16,6 @@ from missive.gateway.pricing import Pricing, Tokens, pico_to_cents, pico_to_usd,
 from missive.settings import PricingSettings, RateLimitSettings
 from missive.wire import reports
 from missive.wire.errors import ApiError
-from platform_backends import REDIS_URL, redis_prefix
 
 
 class Clock:

@@ -11,9 +11,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from conftest import COUNTING
 
 from missive import metrics
-from missive.engines.base import Event, Finished, Generation, Started
+from missive.engines.base import Generation
 from missive.engines.local.engine import LocalEngine
 from missive.engines.local.model import Prompt
 from missive.engines.local.prompt_cache import plan
@@ -22,8 +23,7 @@ from missive.settings import LocalEngineSettings, ModelSettings
 from missive.wire import requests as rq
 from missive.wire import validate
 from missive.wire.errors import ApiError
-
-from conftest import COUNTING
+from missive.wire.events import Event, Finished, Started
 
 SYSTEM = "You are a meticulous librarian. " + "Shelve every book by author, then title, then year. " * 20
 
@@ -61,7 +61,7 @@ def generation(engine: LocalEngine, workspace: str = "wrk_a", **body: Any) -> Ge
 
 def run(engine: LocalEngine, gen: Generation) -> list[Event]:
     async def collect() -> list[Event]:
-        return [event async for event in engine.generate(gen)]
+        return [event async for event in (await engine.prepare(gen)).generate()]
 
     return asyncio.run(collect())
 
@@ -202,7 +202,7 @@ def test_overload_sheds_with_529(engine: LocalEngine) -> None:
         async def one(max_tokens: int) -> Any:
             gen = generation(engine, max_tokens=max_tokens, messages=COUNTING)  # runs to max_tokens
             try:
-                return [e async for e in engine.generate(gen)]
+                return [e async for e in (await engine.prepare(gen)).generate()]
             except ApiError as exc:
                 return exc
 

@@ -6,7 +6,6 @@ import json
 
 import anthropic
 import httpx
-
 from conftest import COUNTING, Server
 
 MODEL = "claude-haiku-4-5"

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from missive.engines.base import BlockStart, BlockStop, Delta, Finished, ModelCard, Started, Usage
 from missive.engines.local.stops import StopMatcher
 from missive.engines.registry import Registry
 from missive.routes.models import ListQuery, paginate
 from missive.settings import load_settings
 from missive.wire.errors import ApiError
+from missive.wire.events import BlockStart, BlockStop, Delta, Finished, Started, Usage
 from missive.wire.messages import MessageBuilder
+from missive.wire.models import ModelCard
 
 
 @pytest.mark.parametrize(
@@ -56,6 +57,7 @@ def test_settings_reject_unknown_keys(tmp_path: Path, monkeypatch: pytest.Monkey
 
 class FakeEngine:
     def __init__(self, *ids: str) -> None:
+        self.name = "fake"
         self.cards = [ModelCard(id=i, display_name=i, context_window=10, max_output_tokens=5) for i in ids]
 
     def models(self) -> list[ModelCard]:

@@ -38,3 +38,21 @@ DECODE_TOKENS_PER_SECOND = Histogram(
     buckets=(5, 10, 20, 40, 60, 80, 100, 150, 200, 300),
     registry=REGISTRY,
 )
+
+_ENGINE = ["engine"]
+ENGINE_REQUESTS = Counter(
+    "missive_engine_requests",
+    "Requests an engine served, by how they ended (succeeded, failed, cancelled), or could not take (unavailable)",
+    ["engine", "outcome"],
+    registry=REGISTRY,
+)
+ENGINE_FIRST_EVENT_SECONDS = Histogram(
+    "missive_engine_first_event_seconds",
+    "From asking an engine to its first event (slot taken, or upstream answered)",
+    _ENGINE,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=REGISTRY,
+)
+FALLBACKS = Counter(
+    "missive_fallbacks", "Requests passed from this engine to the next target of their route", _ENGINE, registry=REGISTRY
+)

@@ -19,9 +19,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from missive import metrics
 from missive.engines.base import Engine
-from missive.engines.local.engine import LocalEngine
+from missive.engines.build import build_engines
 from missive.engines.registry import Registry
 from missive.gateway.policy import Policy
+from missive.pipeline import Pipeline
 from missive.routes import admin, messages, models
 from missive.settings import Settings
 from missive.store import db as store_db
@@ -121,18 +122,20 @@ def ensure_first_key(settings: Settings, database: sa.Engine) -> None:
 
 
 def create_app(settings: Settings, engines: list[Engine] | None = None) -> Starlette:
-    """The ASGI application. `engines` defaults to the embedded engine over `settings.models`."""
-    engines = engines if engines is not None else [LocalEngine(settings.models, settings.local)]
+    """The ASGI application. `engines` defaults to those that settings describe."""
+    engines = engines if engines is not None else build_engines(settings)
     aliases = {alias: model.id for model in settings.models for alias in model.aliases}
-    registry = Registry(engines, aliases, settings.default_model, settings.claude_aliases)
+    aliases |= {alias: model.id for engine in settings.engines for model in engine.models for alias in model.aliases}
+    routes_to = {route.model: route.to for route in settings.routes}
+    registry = Registry(engines, aliases, settings.default_model, settings.claude_aliases, routes_to)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         database = store_db.connect(settings.database)  # migrated to the current schema
         ensure_first_key(settings, database)
         app.state.db = database
-        app.state.thinking_key = thinking_key(settings.data_dir)  # signs thinking blocks
         app.state.policy = policy = Policy(settings, database)
+        app.state.pipeline = Pipeline(registry, policy, thinking_key(settings.data_dir))
         await policy.start()
         for engine in engines:
             await engine.start()

@@ -85,6 +85,49 @@ class LocalEngineSettings(BaseModel):
     )
 
 
+class RemoteModelSettings(BaseModel):
+    """A model that a remote engine serves, under the id Missive exposes."""
+
+    id: str = Field(description="The model id clients send (and /v1/models lists)")
+    upstream: str | None = Field(default=None, description="The model's name at the upstream; default: id")
+    display_name: str | None = None
+    context_window: int = Field(default=200_000, ge=16)
+    max_output_tokens: int = Field(default=64_000, ge=1)
+    aliases: list[str] = Field(default_factory=list, description="Other model ids that resolve to this model")
+    image_input: bool = False
+    pdf_input: bool = False
+    tools: bool = True
+    thinking: bool = False
+    structured_outputs: bool = True
+
+
+class EngineSettings(BaseModel):
+    """A remote engine: an OpenAI-compatible server (vLLM, SGLang, llama-server, Ollama, LM Studio), or an
+    Anthropic-compatible one (the Claude API, another Missive, any /v1/messages server)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Names the engine in routes, the ledger, metrics")
+    kind: Literal["openai", "anthropic"]
+    url: str = Field(description="Base URL, e.g. http://gpu-1:8000 (a trailing /v1 is optional)")
+    api_key_env: str | None = Field(
+        default=None, description="Environment variable that holds the upstream's key (the key is never logged)"
+    )
+    connect_timeout: float = Field(default=5.0, gt=0, description="Seconds to connect")
+    first_token_timeout: float = Field(
+        default=60.0, gt=0, description="Seconds until the upstream's first event; past it, fall back"
+    )
+    read_timeout: float = Field(default=300.0, gt=0, description="Seconds of silence allowed mid-stream")
+    max_concurrency: int = Field(default=0, ge=0, description="Requests in flight at once; 0: no cap")
+    models: list[RemoteModelSettings] = Field(default_factory=list, description="What to expose from it")
+
+
+class RouteSettings(BaseModel):
+    """A model id served by an ordered list of models: the first healthy one serves, the others are its
+    fallbacks (only before the response's first byte)."""
+
+    model: str = Field(description="The model id clients send")
+    to: list[str] = Field(min_length=1, description="Model ids (of any engine), in order of preference")
+
+
 class RateLimits(BaseModel):
     """Per-minute limits of one tier; 0 means no limit (and no headers for that dimension)."""
 
@@ -164,8 +207,8 @@ def _default_prices() -> dict[str, ModelPrice]:
 class PricingSettings(BaseModel):
     models: dict[str, ModelPrice] = Field(
         default_factory=_default_prices,
-        description="By model id, added to the defaults; a dated id (claude-haiku-4-5-20251001) falls back to its "
-        "longest listed prefix; a model not listed is free",
+        description="By model id, added to the defaults; \"engine/model\" prices a model as one engine serves it; a "
+        "dated id (claude-haiku-4-5-20251001) falls back to its longest listed prefix; a model not listed is free",
     )
 
     @field_validator("models")
@@ -204,6 +247,8 @@ class Settings(BaseSettings):
         default=True, description="Resolve every claude-* model id to the default model (the response echoes it)"
     )
     local: LocalEngineSettings = Field(default_factory=LocalEngineSettings)
+    engines: list[EngineSettings] = Field(default_factory=list, description="Remote engines ([[engines]])")
+    routes: list[RouteSettings] = Field(default_factory=list, description="Model ids with fallbacks ([[routes]])")
     max_request_bytes: int = 32 * 1024 * 1024
     ping_interval: float = Field(default=10.0, gt=0, description="Seconds between keep-alive pings in a stream")
     strict_betas: bool = Field(

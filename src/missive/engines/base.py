@@ -1,94 +1,37 @@
-"""The Engine protocol and the internal events every engine speaks.
+"""The Engine protocol: what every engine (embedded, OpenAI-compatible, Anthropic-compatible) does.
 
-An engine is handed a `Generation` (the validated request, already normalised) and yields events:
+A request reaches an engine in two steps, so that admission sits between them:
 
-    Started            once, after admission and tokenization: the input side of the usage
-    BlockStart         a content block opens (text, thinking, tool_use)
-    Delta              a piece of the open block (text, thinking, partial JSON, signature)
-    BlockStop          the open block closes
-    Finished           once, last: stop reason and the final usage
+    prepared = await engine.prepare(generation)   # render and count; the request's faults raise here
+    ...                                            # the pipeline admits on prepared.input_tokens
+    async for event in prepared.generate(): ...    # takes a slot (or an upstream connection) and runs
 
-Blocks never interleave. The same events serve the embedded engine, a batching engine (each request
-has its own event stream) and remote engines (their stream is translated into these events).
-An engine raises `ApiError` before `Started` for anything that is the request's fault (prompt too
-long, unsupported input); after `Started`, errors end the stream and are rendered as `event: error`.
+`generate` yields the events of `wire/events.py`: `Started` first, `Finished` last.
+
+Error contract:
+- `ApiError` from `prepare`, or from `generate` before `Started`, is the request's answer (prompt too
+  long, unsupported input, an upstream's 400), rendered as an HTTP error.
+- `EngineUnavailable` (an `ApiError`) from the same places means this engine cannot serve now
+  (connect error, upstream 5xx/429/529, no first token in time, the engine's own overload): the
+  pipeline tries the route's next engine, and renders the error only when none is left.
+- After `Started`, any error ends the stream and is rendered as `event: error`. There is no fallback
+  once a byte of the response may have been sent.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
 from missive.wire import requests as rq
-
-BlockKind = Literal["text", "thinking", "tool_use"]
-DeltaKind = Literal["text", "thinking", "input_json", "signature"]
-StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use", "model_context_window_exceeded"]
-
-
-@dataclass
-class Usage:
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_input_tokens: int = 0
-    cache_write_5m_tokens: int = 0
-    cache_write_1h_tokens: int = 0
-    thinking_tokens: int = 0
+from missive.wire.errors import ApiError
+from missive.wire.events import Event
+from missive.wire.models import ModelCard
 
 
-@dataclass
-class Started:
-    usage: Usage
-
-
-@dataclass
-class BlockStart:
-    kind: BlockKind
-    tool_id: str | None = None
-    tool_name: str | None = None
-
-
-@dataclass
-class Delta:
-    kind: DeltaKind
-    text: str
-
-
-@dataclass
-class BlockStop:
-    pass
-
-
-@dataclass
-class Finished:
-    stop_reason: StopReason
-    usage: Usage
-    stop_sequence: str | None = None
-
-
-Event = Started | BlockStart | Delta | BlockStop | Finished
-
-
-@dataclass
-class Capabilities:
-    image_input: bool = False
-    pdf_input: bool = False
-    tools: bool = False
-    thinking: bool = False
-    structured_outputs: bool = False
-
-
-@dataclass
-class ModelCard:
-    """What the server knows about one model: its limits and what input it takes."""
-
-    id: str
-    display_name: str
-    context_window: int
-    max_output_tokens: int
-    created_at: str = "1970-01-01T00:00:00Z"
-    capabilities: Capabilities = field(default_factory=Capabilities)
+class EngineUnavailable(ApiError):
+    """The engine cannot serve this request now; another engine of its route may."""
 
 
 @dataclass
@@ -99,14 +42,33 @@ class Generation:
     params: rq.MessageCreateParams | rq.CountTokensParams
     messages: list[rq.MessageParam]  # normalised: consecutive same-role turns merged
     workspace_id: str = "default"
+    version: str = "2023-06-01"  # the anthropic-version the client sent
+    betas: tuple[str, ...] = ()  # the anthropic-beta names the client sent, as sent
+    request_id: str = ""
+    upstream_model: str = ""  # the model's name at the engine ("" for the card's id)
 
     @property
     def max_tokens(self) -> int:
         return getattr(self.params, "max_tokens", 0)
 
 
+class Prepared(Protocol):
+    """A request that an engine has rendered and counted, ready to run once admitted."""
+
+    @property
+    def input_tokens(self) -> int:
+        """The prompt's tokens as the engine knows them before running: exact for the embedded engine,
+        an estimate where counting would cost an upstream round trip. Admission charges it."""
+
+    def generate(self) -> AsyncIterator[Event]:
+        """Run it. Closing the iterator cancels the generation."""
+
+
 class Engine(Protocol):
     """A source of generations for the models it serves."""
+
+    name: str  # as in settings: the ledger, metrics and routes name engines by it
+    signs_thinking: bool  # the engine signs its own thinking blocks and checks those sent back to it
 
     def models(self) -> list[ModelCard]: ...
 
@@ -116,7 +78,7 @@ class Engine(Protocol):
     async def close(self) -> None: ...
 
     async def count_tokens(self, generation: Generation) -> int:
-        """The `input_tokens` that `generate` would report for the same request."""
+        """The `input_tokens` that a generation of the same request would report."""
 
-    def generate(self, generation: Generation) -> AsyncIterator[Event]:
-        """Stream the events of one generation. Closing the iterator cancels the generation."""
+    async def prepare(self, generation: Generation) -> Prepared:
+        """Render and count the request; raise `ApiError` for what is the request's fault."""

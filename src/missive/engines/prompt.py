@@ -23,9 +23,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from missive.engines.base import Generation, ModelCard
+from missive.engines.base import Generation
 from missive.wire import requests as rq
 from missive.wire.errors import invalid
+from missive.wire.models import ModelCard
 
 _SERVER_TOOL_BLOCKS = (rq.ServerToolUseBlock, rq.ServerToolResultBlock, rq.ContainerUploadBlock)
 _TOOL_BLOCKS = (rq.ToolUseBlock, rq.ToolResultBlock, *_SERVER_TOOL_BLOCKS)

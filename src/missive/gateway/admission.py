@@ -1,9 +1,11 @@
 """One admitted request: its buckets and ledger record, followed through its events to one settlement.
 
-`track` wraps the engine's event iterator. However the generation ends (finished, failed, or
-cancelled because the client went away or a limit closed it), the record is settled exactly once,
-with the usage of `Finished`, or else with the output counted so far, and the estimates taken from
-the buckets at admission are corrected to what was really used.
+Admission charges the buckets before an engine is asked for a slot. When an engine starts serving,
+`open` writes the ledger record (naming that engine), and `track` wraps its event iterator: however
+the generation ends (finished, failed, or cancelled because the client went away or a limit closed
+it), the record is settled exactly once, with the usage of `Finished`, or else with the output
+counted so far, and the estimates taken from the buckets are corrected to what was really used. If no
+engine starts at all, `release` gives the tokens back.
 """
 
 from __future__ import annotations
@@ -11,30 +13,31 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 import anyio
 
-from missive.engines.base import Delta, Event, Finished, Usage
-from missive.gateway.limits import Pool
+from missive import metrics
+from missive.gateway.ledger import Ledger
+from missive.gateway.limits import Limiter, Pool
+from missive.gateway.spend import SpendGuard
 from missive.store.ledger import Record
-
-if TYPE_CHECKING:
-    from missive.gateway.policy import Policy
+from missive.wire.events import Delta, Event, Finished, Usage
 
 log = logging.getLogger("missive.admission")
 
 
-def itpm_tokens(usage: Usage) -> int:
-    """What counts against ITPM: input plus cache writes; cache reads are free (spec §9)."""
-    return usage.input_tokens + usage.cache_write_5m_tokens + usage.cache_write_1h_tokens
-
-
 class Admission:
     def __init__(
-        self, policy: Policy, pool: Pool, record: Record, charged: dict[str, float], headers: dict[str, str]
+        self,
+        ledger: Ledger,
+        limiter: Limiter,
+        spend: SpendGuard,
+        pool: Pool,
+        record: Record,
+        charged: dict[str, float],
+        headers: dict[str, str],
     ):
-        self.policy = policy
+        self.ledger, self.limiter, self.spend = ledger, limiter, spend
         self.pool = pool
         self.record = record
         self.charged = charged
@@ -42,13 +45,32 @@ class Admission:
         self.started = time.monotonic()
         self.settled = False
 
+    async def open(self, engine: str, model: str, usage: Usage) -> None:
+        """The engine started: write the record, with the input side of its usage."""
+        self.record.engine, self.record.model = engine, model
+        self._take_usage(usage)
+        try:
+            await self.ledger.open(self.record)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.release()
+            raise
+
+    async def release(self) -> None:
+        """Nothing was served: give back the tokens charged (the request still counts)."""
+        if not self.settled:
+            self.settled = True
+            await self.limiter.settle(
+                self.pool, {name: -amount for name, amount in self.charged.items() if name != "requests"}
+            )
+
     async def track(self, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
         status, stop_reason = "failed", None
         try:
             async for event in events:
                 if isinstance(event, Delta) and event.kind != "signature":
                     self.record.output_tokens += 1  # at least one token per piece, until Finished says
-                    self.policy.ledger.progress(self.record.id, self.record.output_tokens)
+                    self.ledger.progress(self.record.id, self.record.output_tokens)
                 elif isinstance(event, Finished):
                     self._take_usage(event.usage)
                     status, stop_reason = "succeeded", event.stop_reason
@@ -78,10 +100,10 @@ class Admission:
         record = self.record
         latency_ms = int((time.monotonic() - self.started) * 1000)
         try:
-            cost = await self.policy.ledger.settle(record, status, stop_reason, latency_ms)
-            self.policy.spend.add(record.workspace_id, cost.total)
+            cost = await self.ledger.settle(record, status, stop_reason, latency_ms)
+            self.spend.add(record.workspace_id, cost.total)
             input_used = record.input_tokens + record.cache_write_5m_tokens + record.cache_write_1h_tokens
-            verdict = await self.policy.limiter.settle(
+            verdict = await self.limiter.settle(
                 self.pool,
                 {
                     "input-tokens": input_used - self.charged.get("input-tokens", 0),
@@ -93,12 +115,15 @@ class Admission:
         except Exception:  # the record stays in flight and is recovered as interrupted
             log.exception("%s could not be settled", record.id)
             return
+        finally:
+            metrics.ENGINE_REQUESTS.labels(engine=record.engine, outcome=status).inc()
         log.info(
-            "%s settled %s key=%s workspace=%s model=%s in=%d out=%d cost_pusd=%d %dms",
+            "%s settled %s key=%s workspace=%s engine=%s model=%s in=%d out=%d cost_pusd=%d %dms",
             record.id,
             status,
             record.key_id,
             record.workspace_id,
+            record.engine,
             record.model,
             record.input_tokens,
             record.output_tokens,

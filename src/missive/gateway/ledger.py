@@ -71,7 +71,7 @@ class Ledger:
     ) -> Cost:
         """Settle a record this front end opened; returns its cost."""
         self._live.pop(record.id, None)
-        cost = self.pricing.cost(record.model, tokens_of(record), record.service_tier)
+        cost = self.pricing.cost(record.model, tokens_of(record), record.service_tier, record.engine)
         settlement = _settlement(record, status, cost, stop_reason, latency_ms)
         try:
             await self._write_settlement(record.id, settlement)
@@ -120,7 +120,7 @@ class Ledger:
         for record in orphans:
             if record.instance_id == self.instance_id:
                 continue
-            cost = self.pricing.cost(record.model, tokens_of(record), record.service_tier)
+            cost = self.pricing.cost(record.model, tokens_of(record), record.service_tier, record.engine)
             settlement = _settlement(record, "interrupted", cost, None, None)
             if await self.writer.write(
                 lambda conn, record=record, settlement=settlement: store.settle(  # type: ignore[misc]

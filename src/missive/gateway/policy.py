@@ -1,8 +1,9 @@
 """The per-request policy path, in one place: spend, rate limits, the ledger.
 
-    principal (auth) -> Policy.admit (spend guards, buckets, ledger record) -> Admission.track -> settle
+    principal (auth) -> Policy.admit (spend guards, buckets) -> Admission.open (ledger record, when the
+    engine starts) -> Admission.track -> settle
 
-Routes call `admit` once the engine has reported the real input token count (the first event), and
+The pipeline calls `admit` once the engine has counted the prompt and before it takes a slot, and
 `add_rate_headers` on errors, so that every response of the model routes carries the rate-limit headers.
 """
 
@@ -13,8 +14,7 @@ import time
 
 import sqlalchemy as sa
 
-from missive.engines.base import Usage
-from missive.gateway.admission import Admission, itpm_tokens
+from missive.gateway.admission import Admission
 from missive.gateway.auth import Principal
 from missive.gateway.ledger import Ledger
 from missive.gateway.limits import Limiter, Pool, Verdict
@@ -53,21 +53,18 @@ class Policy:
         principal: Principal,
         model: str,
         requested_model: str,
-        usage: Usage,
+        input_tokens: int,
         max_tokens: int,
         request_id: str,
         service_tier: str = "standard",
     ) -> Admission:
-        """Let the request through (spend, RPM, ITPM, OTPM) and open its ledger record, or raise."""
+        """Let the request through (spend, RPM, ITPM on `input_tokens`, OTPM on `max_tokens`) under the
+        limits of `model` (the route's id, whichever engine serves it), or raise."""
         if principal.workspace is not None:
             await self.spend.check(principal.workspace)
         pool = self.pool(principal, model)
         output_cap = pool.limits.get("output-tokens", max_tokens)
-        charged = {
-            "requests": 1,
-            "input-tokens": itpm_tokens(usage),
-            "output-tokens": min(max_tokens, output_cap),
-        }
+        charged = {"requests": 1, "input-tokens": input_tokens, "output-tokens": min(max_tokens, output_cap)}
         verdict = await self.limiter.admit(pool, charged)
         if not verdict.granted:
             log.info(
@@ -87,17 +84,9 @@ class Policy:
             model=model,
             requested_model=requested_model.replace("\x00", "\ufffd")[:256],  # stored as given, but storable
             service_tier=service_tier,
-            input_tokens=usage.input_tokens,
-            cache_write_5m_tokens=usage.cache_write_5m_tokens,
-            cache_write_1h_tokens=usage.cache_write_1h_tokens,
-            cache_read_tokens=usage.cache_read_input_tokens,
+            input_tokens=input_tokens,
         )
-        try:
-            await self.ledger.open(record)
-        except Exception:
-            await self.limiter.settle(pool, {name: -amount for name, amount in charged.items()})
-            raise
-        return Admission(self, pool, record, charged, verdict.headers)
+        return Admission(self.ledger, self.limiter, self.spend, pool, record, charged, verdict.headers)
 
     async def admit_count_tokens(self, principal: Principal) -> dict[str, str]:
         """count_tokens' own RPM; returns its headers, or raises 429."""

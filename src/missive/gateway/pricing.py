@@ -50,15 +50,17 @@ class Pricing:
         self._prices = dict(settings.models)
         self._batch_factor = Decimal(1) - Decimal(str(settings.batch_discount))
 
-    def price(self, model: str) -> ModelPrice | None:
-        """The price of `model`, or of the longest configured prefix of it (dated ids); None: free."""
-        if model in self._prices:
-            return self._prices[model]
+    def price(self, model: str, engine: str | None = None) -> ModelPrice | None:
+        """The price of `model` as `engine` serves it ("engine/model"), else of `model`, else of the longest
+        configured prefix of it (dated ids); None: free."""
+        for name in ([f"{engine}/{model}"] if engine else []) + [model]:
+            if name in self._prices:
+                return self._prices[name]
         prefixes = [known for known in self._prices if model.startswith(known + "-")]
         return self._prices[max(prefixes, key=len)] if prefixes else None
 
-    def cost(self, model: str, tokens: Tokens, service_tier: str = "standard") -> Cost:
-        price = self.price(model)
+    def cost(self, model: str, tokens: Tokens, service_tier: str = "standard", engine: str | None = None) -> Cost:
+        price = self.price(model, engine)
         if price is None:
             return Cost(0, 0, 0, 0)
         factor = self._batch_factor if service_tier == "batch" else Decimal(1)

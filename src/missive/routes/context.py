@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from starlette.requests import Request
 
-from missive.gateway.auth import Principal, authenticate
-from missive.wire.betas import Betas, parse_betas
+from missive.gateway.auth import authenticate
+from missive.pipeline import Call
+from missive.wire.betas import parse_betas
 from missive.wire.errors import ApiError, invalid
-from missive.wire.requests import first_error_message
+from missive.wire.requests import parse_body
 
 API_VERSIONS = ("2023-06-01", "2026-10-21")
 Params = TypeVar("Params", bound=BaseModel)
@@ -20,14 +20,7 @@ log = logging.getLogger("missive.betas")
 _unknown_logged: set[str] = set()  # each unknown beta is logged once per process
 
 
-@dataclass(frozen=True)
-class CallContext:
-    principal: Principal
-    version: str
-    betas: Betas
-
-
-async def call_context(request: Request) -> CallContext:
+async def call_context(request: Request) -> Call:
     state = request.app.state
     principal = await authenticate(state.db, request.headers)
     version = request.headers.get("anthropic-version")
@@ -41,10 +34,11 @@ async def call_context(request: Request) -> CallContext:
         if name not in _unknown_logged:
             _unknown_logged.add(name)
             log.info("accepting unknown anthropic-beta %r (it enables nothing; strict_betas refuses it)", name)
-    return CallContext(principal, version, betas)
+    return Call(principal, version, betas, request.state.request_id)
 
 
-async def read_params(request: Request, model: type[Params]) -> Params:
+async def read_body(request: Request) -> bytes:
+    """The body, refused with 413 past `max_request_bytes` before more than that is read."""
     limit = request.app.state.settings.max_request_bytes
     too_large = ApiError(413, "Request exceeds the maximum allowed number of bytes.")
     declared = request.headers.get("content-length")
@@ -57,10 +51,8 @@ async def read_params(request: Request, model: type[Params]) -> Params:
         if size > limit:
             raise too_large
         chunks.append(chunk)
-    body = b"".join(chunks)
-    if not body.strip():
-        raise invalid("Request body is empty; expected a JSON object.")
-    try:
-        return model.model_validate_json(body)
-    except ValidationError as exc:
-        raise invalid(first_error_message(exc)) from None
+    return b"".join(chunks)
+
+
+async def read_params(request: Request, model: type[Params]) -> Params:
+    return parse_body(await read_body(request), model)

@@ -14,8 +14,8 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from starlette.types import Receive, Scope, Send
 
-from missive.engines.base import Event
 from missive.wire.errors import ApiError, error_body
+from missive.wire.events import Event
 from missive.wire.messages import MessageBuilder
 from missive.wire.sse import PING, frame
 

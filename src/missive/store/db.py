@@ -74,6 +74,7 @@ usage_records = sa.Table(
     sa.Column("workspace_id", sa.String(64), nullable=False),
     sa.Column("model", sa.String(256), nullable=False),
     sa.Column("requested_model", sa.String(256), nullable=False),
+    sa.Column("engine", sa.String(64), nullable=False, server_default="local"),  # the engine that served it
     sa.Column("service_tier", sa.String(32), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("stop_reason", sa.String(40), nullable=True),

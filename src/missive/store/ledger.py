@@ -40,6 +40,7 @@ class Record:
     model: str
     requested_model: str
     service_tier: str
+    engine: str = "local"
     input_tokens: int = 0
     cache_write_5m_tokens: int = 0
     cache_write_1h_tokens: int = 0

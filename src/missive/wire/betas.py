@@ -53,6 +53,7 @@ class Betas:
 
     names: frozenset[str]
     unknown: tuple[str, ...] = ()
+    sent: tuple[str, ...] = ()  # in the client's order, once each: what an upstream is sent
 
     def __contains__(self, name: object) -> bool:
         return name in self.names
@@ -65,11 +66,12 @@ def parse_betas(header: str | None, strict: bool = False, extra_known: Iterable[
     """The header's names; with `strict`, an unknown name is the Claude API's 400."""
     if not header:
         return Betas(frozenset())
-    names = frozenset(value.strip() for value in header.split(",") if value.strip())
+    sent = tuple(dict.fromkeys(value.strip() for value in header.split(",") if value.strip()))
+    names = frozenset(sent)
     unknown = tuple(sorted(names - KNOWN_BETAS - set(extra_known)))
     if unknown and strict:
         raise invalid(
             f"Unexpected value(s) `{', '.join(unknown)}` for the `anthropic-beta` header. Please consult our "
             "documentation at platform.claude.com/docs or try again without the header."
         )
-    return Betas(names, unknown)
+    return Betas(names, unknown, sent)

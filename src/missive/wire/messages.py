@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from missive.engines.base import BlockStart, BlockStop, Delta, Event, Finished, Started, Usage
+from missive.wire.events import BlockStart, BlockStop, Delta, Event, Finished, Started, Usage
 
 _DELTA_TYPES = {
     "text": ("text_delta", "text"),

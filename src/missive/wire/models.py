@@ -2,9 +2,29 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
-from missive.engines.base import ModelCard
+
+@dataclass
+class Capabilities:
+    image_input: bool = False
+    pdf_input: bool = False
+    tools: bool = False
+    thinking: bool = False
+    structured_outputs: bool = False
+
+
+@dataclass
+class ModelCard:
+    """What the server knows about one model: its limits and what input it takes (a ModelInfo's content)."""
+
+    id: str
+    display_name: str
+    context_window: int
+    max_output_tokens: int
+    created_at: str = "1970-01-01T00:00:00Z"
+    capabilities: Capabilities = field(default_factory=Capabilities)
 
 
 def _supported(value: bool) -> dict[str, bool]:

@@ -10,9 +10,13 @@ validate.py; what each role may hold is checked there too.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, TypeVar, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, ValidationError
+
+from missive.wire.errors import invalid
+
+Parsed = TypeVar("Parsed", bound=BaseModel)
 
 
 class Strict(BaseModel):
@@ -575,3 +579,13 @@ BETA_FIELDS: dict[tuple[Any, ...], tuple[str, ...]] = {
     (ThinkingEnabled, "display", "updates"): ("thinking-display-updates-2026-08-18",),
     (ThinkingAdaptive, "display", "updates"): ("thinking-display-updates-2026-08-18",),
 }  # fmt: skip
+
+
+def parse_body(body: bytes, model: type[Parsed]) -> Parsed:
+    """A JSON body as `model`, or the Claude API's 400 naming the first problem."""
+    if not body.strip():
+        raise invalid("Request body is empty; expected a JSON object.")
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        raise invalid(first_error_message(exc)) from None

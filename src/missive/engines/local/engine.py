@@ -1,9 +1,10 @@
 """The embedded engine: llama.cpp models in this process, each served by a continuous-batching scheduler.
 
-A request is rendered and tokenized here, on the event loop (the tokenizer only reads the vocabulary),
-then handed to the model's scheduler thread as a `Job`; its events come back through an asyncio
-queue. Closing the event iterator (a client that went away) sets the job's cancel flag, and the
-scheduler frees its sequence at the next step.
+`prepare` renders and tokenizes a request in a worker thread (never on the event loop: a large prompt
+takes seconds; the tokenizer only reads the vocabulary). Once admitted, `generate` hands it to the
+model's scheduler thread as a `Job`; its events come back through an asyncio queue. Closing the event
+iterator (a client that went away) sets the job's cancel flag, and the scheduler frees its sequence
+at the next step.
 """
 
 from __future__ import annotations
@@ -15,25 +16,31 @@ from typing import Any
 
 import anyio.to_thread
 
-from missive.engines.base import Capabilities, Event, Finished, Generation, ModelCard
+from missive.engines.base import Generation
 from missive.engines.local import grammar
 from missive.engines.local.model import LocalModel, Prompt
 from missive.engines.local.sampling import Sampling
-from missive.engines.local.thinking import SKIP_THINKING, THINK_OPEN
 from missive.engines.local.scheduler import Job, Scheduler
+from missive.engines.local.thinking import SKIP_THINKING, THINK_OPEN
 from missive.engines.prompt import CallSyntax, check_input_support, single_call, to_chat, tool_specs
 from missive.settings import LocalEngineSettings, ModelSettings
 from missive.wire import requests as rq
 from missive.wire.errors import invalid
+from missive.wire.events import Event, Finished
+from missive.wire.models import Capabilities, ModelCard
 
 
 class LocalEngine:
+    signs_thinking = False
+
     def __init__(
         self,
         models: list[ModelSettings],
         settings: LocalEngineSettings,
         clock: Callable[[], float] = time.monotonic,
+        name: str = "local",
     ) -> None:
+        self.name = name
         self._configs = models
         self._settings = settings
         self._clock = clock
@@ -78,18 +85,33 @@ class LocalEngine:
         return prompt
 
     async def count_tokens(self, generation: Generation) -> int:
-        return len(self._prompt(generation, with_boundaries=False).tokens)
+        prompt = await anyio.to_thread.run_sync(self._prompt, generation, False)
+        return len(prompt.tokens)
 
-    async def generate(self, generation: Generation) -> AsyncIterator[Event]:
+    async def prepare(self, generation: Generation) -> LocalPrepared:
+        prompt = await anyio.to_thread.run_sync(self._prompt, generation, True)
+        return LocalPrepared(self, generation, prompt)
+
+
+class LocalPrepared:
+    def __init__(self, engine: LocalEngine, generation: Generation, prompt: Prompt) -> None:
+        self.engine, self.generation, self.prompt = engine, generation, prompt
+
+    @property
+    def input_tokens(self) -> int:
+        return len(self.prompt.tokens)
+
+    async def generate(self) -> AsyncIterator[Event]:
+        generation = self.generation
         params = generation.params
         assert isinstance(params, rq.MessageCreateParams)
-        model = self._models[generation.model.id]
+        model = self.engine._models[generation.model.id]
         calls = model.calls
         temperature = params.temperature if params.temperature is not None else model.config.temperature
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Event | BaseException] = asyncio.Queue()
         job = Job(
-            prompt=self._prompt(generation, with_boundaries=True),
+            prompt=self.prompt,
             max_tokens=params.max_tokens,
             sampling=Sampling(
                 temperature=1.0 if temperature is None else temperature,
@@ -104,7 +126,7 @@ class LocalEngine:
             **_constraints(params, calls),
             emit=lambda event: loop.call_soon_threadsafe(events.put_nowait, event),
         )
-        self.schedulers[generation.model.id].submit(job)
+        self.engine.schedulers[generation.model.id].submit(job)
         try:
             while True:
                 event = await events.get()

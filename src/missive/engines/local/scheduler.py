@@ -30,18 +30,18 @@ import llama_cpp
 from llama_cpp import _internals
 
 from missive import metrics
-from missive.engines.base import BlockStart, BlockStop, Delta, Event, Finished, Started, StopReason, Usage
+from missive.engines.base import EngineUnavailable
 from missive.engines.local.grammar import Grammar
 from missive.engines.local.model import LocalModel, Prompt
-from missive.engines.local.sampling import Sampling, TokenSampler
 from missive.engines.local.prompt_cache import Plan, PromptCache, lookup_positions, plan, prefix_keys
 from missive.engines.local.repetition import LoopGuard
+from missive.engines.local.sampling import Sampling, TokenSampler
 from missive.engines.local.stops import StopMatcher
 from missive.engines.local.thinking import FORCED_CLOSE, ThinkingSplitter
 from missive.engines.local.toolcalls import CallEnd, CallInput, CallParser, CallStart, Piece, Text
 from missive.engines.prompt import CallSyntax, Ttl
 from missive.settings import LocalEngineSettings
-from missive.wire.errors import ApiError
+from missive.wire.events import BlockStart, BlockStop, Delta, Event, Finished, Started, StopReason, Usage
 from missive.wire.ids import new_id
 
 log = logging.getLogger("missive.engine")
@@ -50,8 +50,8 @@ log = logging.getLogger("missive.engine")
 ADJACENCY_WORTH = 32
 
 
-def overloaded() -> ApiError:
-    return ApiError(529, "Overloaded", headers={"retry-after": "2"})
+def overloaded() -> EngineUnavailable:
+    return EngineUnavailable(529, "Overloaded", headers={"retry-after": "2"})
 
 
 @dataclass
