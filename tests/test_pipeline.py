@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import sqlalchemy as sa
 
@@ -24,6 +25,7 @@ from missive.gateway.policy import Policy
 from missive.pipeline import Call, Pipeline
 from missive.settings import Settings
 from missive.store import db as store_db
+from missive.store.ledger import Record
 from missive.wire.betas import parse_betas
 from missive.wire.errors import ApiError
 from missive.wire.events import BlockStart, BlockStop, Delta, Event, Finished, Started, Usage
@@ -194,3 +196,29 @@ def test_breaker_opens_after_failures_and_probes_back() -> None:
     assert breaker.allows()  # a probe that never reports lets another through after the cool-down
     now[0] = 50
     assert breaker.allows()
+
+
+def test_progress_is_saved_by_tokens_as_well_as_by_time(database: sa.Engine) -> None:
+    """A checkpoint follows the output: long before the next timed one, a record that ran
+    `checkpoint_tokens` ahead is saved, so a crash loses at most about that much."""
+    settings = Settings(ledger={"checkpoint_interval": 60, "checkpoint_tokens": 8, "checkpoint_spacing": 0.05})
+    ledger = Policy(settings, database).ledger
+
+    async def scenario() -> list[int]:
+        record = Record(
+            id=new_id("req_"), ts=0, instance_id="", key_id="k", workspace_id="default", model="m",
+            requested_model="m", service_tier="standard",
+        )
+        await ledger.open(record)
+        saved = []
+        async with anyio.create_task_group() as upkeep:
+            upkeep.start_soon(ledger.run)
+            await anyio.sleep(0.2)  # the first (timed) tick has run
+            for output in (5, 12, 30):
+                ledger.progress(record.id, output)
+                await anyio.sleep(0.3)
+                saved.append(rows(database)[0]["output_tokens"])
+            upkeep.cancel_scope.cancel()
+        return saved
+
+    assert asyncio.run(scenario()) == [0, 12, 30]  # 5 is fewer than 8 ahead: it waits for the timer

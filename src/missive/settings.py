@@ -222,6 +222,12 @@ class LedgerSettings(BaseModel):
     checkpoint_interval: float = Field(
         default=2.0, gt=0, description="Seconds between saves of the progress of requests in flight"
     )
+    checkpoint_tokens: int = Field(
+        default=16, ge=1, description="Save a request's progress sooner, once it is this many output tokens ahead"
+    )
+    checkpoint_spacing: float = Field(
+        default=0.25, ge=0, description="Least seconds between two saves (one write covers every request in flight)"
+    )
     dead_after: float = Field(
         default=10.0, gt=0, description="A front end silent this long is dead: its requests in flight are settled"
     )

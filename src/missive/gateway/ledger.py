@@ -1,7 +1,7 @@
 """The usage ledger at work: open a record at admission, checkpoint it, settle it once, recover orphans.
 
 Durability: a record exists, `in_flight`, before the response's first byte. Its output so far is
-saved every `checkpoint_interval`. Each front end beats in the `instances` table; when one stops
+saved every `checkpoint_interval`, and sooner once it is `checkpoint_tokens` ahead of its last save. Each front end beats in the `instances` table; when one stops
 beating for `dead_after` (it crashed, or was killed), any front end settles its records still in
 flight as `interrupted`, with the tokens last saved, at the current prices. A record is one row keyed
 by its request id and settling is a conditional update, so nothing is ever counted twice.
@@ -53,6 +53,7 @@ class Ledger:
             db, settings.synchronous_commit
         )  # every ledger write goes through it: group commits
         self._live: dict[str, _Live] = {}
+        self._due: anyio.Event | None = None  # set: a record ran `checkpoint_tokens` past its last save
         self._unsettled: dict[str, store.Settlement] = {}  # settlements the database refused for now
 
     async def open(self, record: store.Record) -> None:
@@ -65,6 +66,8 @@ class Ledger:
         live = self._live.get(record_id)
         if live is not None:
             live.record.output_tokens = output_tokens
+            if self._due is not None and output_tokens - live.saved_output >= self.settings.checkpoint_tokens:
+                self._due.set()
 
     async def settle(
         self, record: store.Record, status: str, stop_reason: str | None, latency_ms: int | None
@@ -86,13 +89,23 @@ class Ledger:
         )
 
     async def run(self) -> None:
-        """Beat, checkpoint and recover, for as long as the server runs."""
+        """Beat, checkpoint and recover every `checkpoint_interval`, for as long as the server runs; in
+        between, checkpoint as soon as a record is `checkpoint_tokens` ahead of its last save (at most
+        every `checkpoint_spacing`), so that a crash loses little output whatever the speed."""
+        next_tick = time.monotonic()
         while True:
+            self._due = due = anyio.Event()
+            with anyio.move_on_after(max(0.0, next_tick - time.monotonic())):
+                await due.wait()
             try:
-                await self.tick()
+                if time.monotonic() >= next_tick:
+                    await self.tick()
+                    next_tick = time.monotonic() + self.settings.checkpoint_interval
+                else:
+                    await self.checkpoint()
             except Exception:  # a database hiccup must not stop accounting for good
                 log.exception("ledger upkeep failed; retrying")
-            await anyio.sleep(self.settings.checkpoint_interval)
+            await anyio.sleep(self.settings.checkpoint_spacing)
 
     async def tick(self) -> None:
         beat = _ms()
@@ -100,6 +113,11 @@ class Ledger:
         for record_id, settlement in list(self._unsettled.items()):
             await self._write_settlement(record_id, settlement)
             del self._unsettled[record_id]
+        await self.checkpoint()
+        await self.recover()
+
+    async def checkpoint(self) -> None:
+        """Save the output so far of the records in flight that moved since their last save."""
         changed = {
             record_id: live.record.output_tokens
             for record_id, live in list(self._live.items())
@@ -110,7 +128,6 @@ class Ledger:
             for record_id, output_tokens in changed.items():
                 if record_id in self._live:
                     self._live[record_id].saved_output = output_tokens
-        await self.recover()
 
     async def recover(self) -> int:
         """Settle the records of front ends that died in flight; returns how many."""
