@@ -99,13 +99,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch(root: Path, config: str, log_name: str = "server.log") -> tuple[subprocess.Popen[bytes], Server]:
+def launch(
+    root: Path, config: str, log_name: str = "server.log", port: int | None = None
+) -> tuple[subprocess.Popen[bytes], Server]:
     """Start `python -m missive serve` on `root/data` with `config`; returns once it takes requests."""
     config_path = root / "missive.toml"
     config_path.write_text(config)
     data_dir = root / "data"
     log_path = root / log_name
-    port = free_port()
+    port = port or free_port()
     env = {**os.environ, "MISSIVE_DATA_DIR": str(data_dir), "MISSIVE_CONFIG": str(config_path)}
     with log_path.open("w") as log_file:
         process = subprocess.Popen(

@@ -1,42 +1,47 @@
-"""Prometheus metrics, served at /metrics. Every metric Missive exports is defined here."""
+"""Prometheus metrics, served at /metrics. Every metric Missive exports is defined here.
+
+Two registries: the embedded engine's (`ENGINE_REGISTRY`, kept by the engine process when it runs in
+one) and the API's (`REGISTRY`: requests per engine, fallbacks). /metrics serves both.
+"""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+ENGINE_REGISTRY = CollectorRegistry(auto_describe=True)
 _MODEL = ["model"]
 
-QUEUE_DEPTH = Gauge("missive_queue_depth", "Requests waiting for a sequence slot", _MODEL, registry=REGISTRY)
-ACTIVE_SEQUENCES = Gauge("missive_active_sequences", "Sequences being prefilled or decoded", _MODEL, registry=REGISTRY)
-KV_TOKENS = Gauge("missive_kv_cache_tokens", "Tokens resident in the KV cache (all slots)", _MODEL, registry=REGISTRY)
+QUEUE_DEPTH = Gauge("missive_queue_depth", "Requests waiting for a sequence slot", _MODEL, registry=ENGINE_REGISTRY)
+ACTIVE_SEQUENCES = Gauge("missive_active_sequences", "Sequences being prefilled or decoded", _MODEL, registry=ENGINE_REGISTRY)
+KV_TOKENS = Gauge("missive_kv_cache_tokens", "Tokens resident in the KV cache (all slots)", _MODEL, registry=ENGINE_REGISTRY)
 PROMPT_CACHE_BYTES = Gauge(
-    "missive_prompt_cache_bytes", "Host memory held by cached prompt prefixes", _MODEL, registry=REGISTRY
+    "missive_prompt_cache_bytes", "Host memory held by cached prompt prefixes", _MODEL, registry=ENGINE_REGISTRY
 )
 PREFIX_TOKENS_REUSED = Counter(
-    "missive_prefix_tokens_reused", "Prompt tokens whose prefill was skipped (any reuse)", _MODEL, registry=REGISTRY
+    "missive_prefix_tokens_reused", "Prompt tokens whose prefill was skipped (any reuse)", _MODEL, registry=ENGINE_REGISTRY
 )
 CACHE_READ_TOKENS = Counter(
-    "missive_prompt_cache_read_tokens", "Tokens read from cache_control prefixes (hits)", _MODEL, registry=REGISTRY
+    "missive_prompt_cache_read_tokens", "Tokens read from cache_control prefixes (hits)", _MODEL, registry=ENGINE_REGISTRY
 )
 CACHE_WRITE_TOKENS = Counter(
-    "missive_prompt_cache_write_tokens", "Tokens written to cache_control prefixes", _MODEL, registry=REGISTRY
+    "missive_prompt_cache_write_tokens", "Tokens written to cache_control prefixes", _MODEL, registry=ENGINE_REGISTRY
 )
-OUTPUT_TOKENS = Counter("missive_output_tokens", "Tokens generated", _MODEL, registry=REGISTRY)
-OVERLOADED = Counter("missive_overloaded", "Requests shed with 529 (queue full or waited too long)", _MODEL, registry=REGISTRY)
+OUTPUT_TOKENS = Counter("missive_output_tokens", "Tokens generated", _MODEL, registry=ENGINE_REGISTRY)
+OVERLOADED = Counter("missive_overloaded", "Requests shed with 529 (queue full or waited too long)", _MODEL, registry=ENGINE_REGISTRY)
 TIME_TO_FIRST_TOKEN = Histogram(
     "missive_time_to_first_token_seconds",
     "From submission to the first sampled token",
     _MODEL,
     buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-    registry=REGISTRY,
+    registry=ENGINE_REGISTRY,
 )
 DECODE_TOKENS_PER_SECOND = Histogram(
     "missive_decode_tokens_per_second",
     "Per-request decode speed after the first token",
     _MODEL,
     buckets=(5, 10, 20, 40, 60, 80, 100, 150, 200, 300),
-    registry=REGISTRY,
+    registry=ENGINE_REGISTRY,
 )
 
 _ENGINE = ["engine"]

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from missive import metrics
 from missive.engines.base import Engine
+from missive.engines.breaker import Breaker
 from missive.engines.build import build_engines
 from missive.engines.registry import Registry
 from missive.gateway.policy import Policy
@@ -103,8 +104,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _metrics(request: Request) -> Response:
-    """Prometheus text format: queue, sequences, KV and prompt cache, time to first token, throughput."""
-    return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus text format: queue, sequences, KV and prompt cache, time to first token, throughput, and
+    requests, errors, latency and fallbacks per engine."""
+    isolated = [engine for engine in request.app.state.engines if hasattr(engine, "metrics_text")]
+    sources = [await engine.metrics_text() for engine in isolated] or [generate_latest(metrics.ENGINE_REGISTRY)]
+    return Response(generate_latest(metrics.REGISTRY) + b"".join(sources), media_type=CONTENT_TYPE_LATEST)
 
 
 def ensure_first_key(settings: Settings, database: sa.Engine) -> None:
@@ -127,7 +131,15 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> Starl
     aliases = {alias: model.id for model in settings.models for alias in model.aliases}
     aliases |= {alias: model.id for engine in settings.engines for model in engine.models for alias in model.aliases}
     routes_to = {route.model: route.to for route in settings.routes}
-    registry = Registry(engines, aliases, settings.default_model, settings.claude_aliases, routes_to)
+    breaker = settings.circuit_breaker
+    registry = Registry(
+        engines,
+        aliases,
+        settings.default_model,
+        settings.claude_aliases,
+        routes_to,
+        lambda: Breaker(breaker.failures, breaker.cool_down),
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -167,4 +179,5 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> Starl
     )
     app.state.settings = settings
     app.state.registry = registry
+    app.state.engines = engines
     return app

@@ -64,6 +64,10 @@ class ModelSettings(BaseModel):
 class LocalEngineSettings(BaseModel):
     """The embedded llama.cpp engine. Each model gets `parallel` sequences of its own context window."""
 
+    isolate: bool = Field(
+        default=True,
+        description="Run the engine in a process of its own: a native crash restarts the engine, not Missive",
+    )
     threads: int = Field(default=0, ge=0, description="CPU threads for llama.cpp; 0 = all cores")
     parallel: int = Field(default=4, ge=1, le=64, description="Sequences decoded together in each forward pass")
     prefill_chunk: int = Field(
@@ -126,6 +130,13 @@ class RouteSettings(BaseModel):
 
     model: str = Field(description="The model id clients send")
     to: list[str] = Field(min_length=1, description="Model ids (of any engine), in order of preference")
+
+
+class BreakerSettings(BaseModel):
+    """When an engine is taken out of rotation, and when it is probed again."""
+
+    failures: int = Field(default=3, ge=1, description="Failures in a row (before a first event) that open it")
+    cool_down: float = Field(default=30.0, gt=0, description="Seconds out of rotation before one probe request")
 
 
 class RateLimits(BaseModel):
@@ -255,6 +266,7 @@ class Settings(BaseSettings):
     local: LocalEngineSettings = Field(default_factory=LocalEngineSettings)
     engines: list[EngineSettings] = Field(default_factory=list, description="Remote engines ([[engines]])")
     routes: list[RouteSettings] = Field(default_factory=list, description="Model ids with fallbacks ([[routes]])")
+    circuit_breaker: BreakerSettings = Field(default_factory=BreakerSettings)
     max_request_bytes: int = 32 * 1024 * 1024
     ping_interval: float = Field(default=10.0, gt=0, description="Seconds between keep-alive pings in a stream")
     strict_betas: bool = Field(

@@ -16,8 +16,16 @@ def remote_engine(config: EngineSettings) -> Engine:
     return AnthropicEngine(config)
 
 
-def build_engines(settings: Settings) -> list[Engine]:
-    from missive.engines.local.engine import LocalEngine  # loads llama.cpp
+def local_engine(settings: Settings) -> Engine:
+    if settings.local.isolate:
+        from missive.engines.local.process import ProcessEngine
 
-    engines: list[Engine] = [LocalEngine(settings.models, settings.local)] if settings.models else []
+        return ProcessEngine(settings.models, settings.local, settings.log_level)
+    from missive.engines.local.engine import LocalEngine  # loads llama.cpp into this process
+
+    return LocalEngine(settings.models, settings.local)
+
+
+def build_engines(settings: Settings) -> list[Engine]:
+    engines = [local_engine(settings)] if settings.models else []
     return engines + [remote_engine(config) for config in settings.engines]

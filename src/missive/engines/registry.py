@@ -8,7 +8,7 @@ rotation go to the back of the list (still tried if nothing else is left).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from missive.engines.base import Engine
@@ -52,11 +52,12 @@ class Registry:
         default_model: str,
         claude_aliases: bool,
         routes: dict[str, list[str]] | None = None,
+        new_breaker: Callable[[], Breaker] = Breaker,
     ):
         self._models: dict[str, Resolved] = {}
         self.breakers: dict[str, Breaker] = {}
         for engine in engines:
-            self.breakers[engine.name] = Breaker()
+            self.breakers[engine.name] = new_breaker()
             for card in engine.models():
                 if card.id in self._models:
                     raise ValueError(f"model {card.id!r} is served by two engines; give one of them another id")

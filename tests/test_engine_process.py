@@ -1,0 +1,84 @@
+"""The embedded engine runs in a process of its own: when it dies (here: SIGKILL, as a native crash
+would), the stream in flight ends with an `event: error`, the ledger settles it, the API keeps
+answering, and the engine comes back by itself.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import anthropic
+import httpx
+import pytest
+
+from conftest import COUNTING, Server, launch, stop
+
+CONFIG = """
+default_model = "smollm2-135m-instruct"
+[local]
+threads = 1
+[[models]]
+id = "smollm2-135m-instruct"
+context_window = 2048
+"""
+
+
+@pytest.fixture(scope="module")
+def isolated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    process, server = launch(tmp_path_factory.mktemp("isolated"), CONFIG)
+    try:
+        yield server
+    finally:
+        stop(process)
+
+
+def engine_pid(server: Server, after: int = 0) -> int:
+    return int(server.wait_for_log(r"engine process (\d+) ready", 60, after).group(1))
+
+
+def test_a_dead_engine_process_ends_its_streams_cleanly_and_comes_back(isolated: Server, tmp_path: Path) -> None:
+    client = anthropic.Anthropic(base_url=isolated.base_url, api_key=isolated.api_key, max_retries=0, timeout=60)
+    pid = engine_pid(isolated)
+    seen: list[str] = []
+    errors: list[Exception] = []
+
+    def stream() -> None:
+        try:
+            with client.messages.stream(model="smollm2-135m-instruct", max_tokens=500, messages=COUNTING) as events:
+                for text in events.text_stream:
+                    seen.append(text)
+        except anthropic.APIError as error:
+            errors.append(error)
+
+    streaming = threading.Thread(target=stream)
+    streaming.start()
+    deadline = time.monotonic() + 60
+    while len(seen) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    mark = len(isolated.log())
+    os.kill(pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+
+    # the API answers while the engine is away; a request for the engine meanwhile is a retryable 529
+    models = httpx.get(isolated.base_url + "/v1/models", headers={"x-api-key": isolated.api_key,
+                                                                  "anthropic-version": "2023-06-01"}, timeout=5)
+    assert models.status_code == 200
+    streaming.join(30)
+    assert len(seen) >= 5 and errors and "engine process stopped" in str(errors[0])
+
+    new_pid = engine_pid(isolated, mark)
+    restarted_in = time.monotonic() - killed_at
+    assert new_pid != pid
+    print(f"engine restarted in {restarted_in:.1f} s")
+    message = client.messages.create(
+        model="smollm2-135m-instruct", max_tokens=5, messages=[{"role": "user", "content": "Say hi."}]
+    )
+    assert message.content
+    settled = re.findall(r"settled (\w+) .*engine=local", isolated.log()[mark:])
+    assert "failed" in settled and "succeeded" in settled
