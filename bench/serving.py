@@ -19,6 +19,8 @@ Each figure is the median of its rounds.
 
 Run:  .venv/bin/python bench/serving.py            (3 rounds, about 15 minutes on 2 cores)
       .venv/bin/python bench/serving.py --quick    (fewer requests, one round, about 3 minutes)
+      .venv/bin/python bench/serving.py --isolation   (adds Missive with its engine in the API process,
+                                                      `local.isolate = false`: what the split costs)
 Figures are printed side by side with their ratio (missive / llama-server) and kept, with every
 round's value, in .cache/bench/serving.json. Compare figures only within one run.
 """
@@ -79,12 +81,12 @@ class Target:
 
 
 @contextlib.contextmanager
-def missive(max_queue: int = 32) -> Iterator[Target]:
+def missive(max_queue: int = 32, isolate: bool = True) -> Iterator[Target]:
     with tempfile.TemporaryDirectory() as data:
         config = Path(data) / "missive.toml"
         config.write_text(
             f'[local]\nthreads = {THREADS}\nparallel = {PARALLEL}\nmax_queue = {max_queue}\n'
-            f'unified_kv = {str(UNIFIED_KV).lower()}\n\n'
+            f'unified_kv = {str(UNIFIED_KV).lower()}\nisolate = {str(isolate).lower()}\n\n'
             f'[[models]]\nid = "smollm2"\ncontext_window = {CONTEXT_PER_SLOT}\n'
         )
         env = {**os.environ, "MISSIVE_DATA_DIR": data, "MISSIVE_CONFIG": str(config), "MISSIVE_DEFAULT_MODEL": "smollm2"}
@@ -94,7 +96,8 @@ def missive(max_queue: int = 32) -> Iterator[Target]:
         port = free_port()
         cmd = [sys.executable, "-m", "missive", "serve", "--port", str(port), "--log-level", "warning"]
         with _process(cmd, env) as _:
-            target = Target("missive", f"http://127.0.0.1:{port}", {"x-api-key": key}, True)
+            name = "missive" if isolate else "missive-inproc"
+            target = Target(name, f"http://127.0.0.1:{port}", {"x-api-key": key}, True)
             _wait_ready(f"{target.base_url}/v1/models", {**target.headers, "anthropic-version": "2023-06-01"})
             yield target
 
@@ -242,6 +245,7 @@ async def overload(target: Target, args: argparse.Namespace) -> dict[str, float]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=["missive", "llama-server"])
+    parser.add_argument("--isolation", action="store_true", help="also Missive with its engine in the API process")
     parser.add_argument("--quick", action="store_true", help="fewer requests per figure, one round")
     parser.add_argument("--rounds", type=int, help="rounds per figure (default 3, or 1 with --quick)")
     parser.add_argument("--max-tokens", type=int, default=128)
@@ -252,7 +256,8 @@ def main() -> None:
     args.overload = 48
     rounds = args.rounds or (1 if args.quick else 3)
     names = [n for n in ("missive", "llama-server") if not args.only or args.only == n]
-    starters = {"missive": missive, "llama-server": llama_server}
+    names += ["missive-inproc"] if args.isolation else []
+    starters = {"missive": missive, "llama-server": llama_server, "missive-inproc": lambda: missive(isolate=False)}
     values: dict[str, dict[str, list[float]]] = {n: {} for n in names}
 
     def record(name: str, rows: dict[str, float]) -> None:
@@ -266,23 +271,30 @@ def main() -> None:
         targets = {name: stack.enter_context(starters[name]()) for name in names}
         for phase_name in ["single", "c=1", "c=4", "c=8", "c=16", "cached"]:
             for round_ in range(rounds):
-                for name in names if round_ % 2 == 0 else names[::-1]:
+                for name in names if round_ % 2 == 0 else names[::-1]:  # A B (C), then (C) B A
                     time.sleep(1)  # let the other engine's threads go idle
                     record(name, asyncio.run(phase(targets[name], phase_name, args, round_)))
     for name in names:  # overload with a short queue, so that shedding shows
-        with (missive(max_queue=8) if name == "missive" else llama_server()) as target:
+        shedding = {"missive": lambda: missive(max_queue=8), "missive-inproc": lambda: missive(8, isolate=False)}
+        with shedding.get(name, llama_server)() as target:
             record(name, asyncio.run(overload(target, args)))
 
     figures = {name: {key: statistics.median(v) for key, v in rows.items()} for name, rows in values.items()}
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "serving.json").write_text(json.dumps({"figures": figures, "rounds": values}, indent=2))
-    if len(figures) == 2:
+    if {"missive", "llama-server"} <= figures.keys():
         mine, peer = figures["missive"], figures["llama-server"]
+        inproc = figures.get("missive-inproc")
         print(f"\nmedian of {rounds} round(s)")
-        print(f"{'figure':<50} {'missive':>10} {'llama-server':>13} {'ratio':>7}")
+        print(f"{'figure':<50} {'missive':>10} {'llama-server':>13} {'ratio':>7}"
+              + (f" {'in-process':>11} {'split':>6}" if inproc else ""))
         for key in mine:
             ratio = mine[key] / peer[key] if peer.get(key) else float("nan")
-            print(f"{key:<50} {mine[key]:>10.1f} {peer.get(key, float('nan')):>13.1f} {ratio:>7.2f}")
+            line = f"{key:<50} {mine[key]:>10.1f} {peer.get(key, float('nan')):>13.1f} {ratio:>7.2f}"
+            if inproc:
+                split = mine[key] / inproc[key] if inproc.get(key) else float("nan")
+                line += f" {inproc.get(key, float('nan')):>11.1f} {split:>6.2f}"
+            print(line)
     print(f"\n{THREADS} threads, {PARALLEL} parallel slots x {CONTEXT_PER_SLOT} tokens, unified_kv={UNIFIED_KV}, model {model_path().name}")
 
 
