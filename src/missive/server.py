@@ -22,6 +22,7 @@ from missive.engines.base import Engine
 from missive.engines.breaker import Breaker
 from missive.engines.build import build_engines
 from missive.engines.registry import Registry
+from missive.gateway import outages
 from missive.gateway.policy import Policy
 from missive.pipeline import Pipeline
 from missive.routes import admin, messages, models
@@ -79,7 +80,7 @@ def _refused(request: Request, error: ApiError) -> Response:
     """Every refusal leaves one log line, as a success does: clients such as Claude Code hide some
     4xx by quietly re-sending the request without the refused part."""
     log.log(
-        logging.ERROR if error.status >= 500 else logging.INFO,
+        logging.ERROR if error.status == 500 else logging.WARNING if error.status > 500 else logging.INFO,
         "%s %s %s -> %d %s: %s",
         request.state.request_id,
         request.method,
@@ -94,6 +95,11 @@ def _refused(request: Request, error: ApiError) -> Response:
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return _refused(request, exc)
+
+
+async def _backend_error(request: Request, exc: Exception) -> Response:
+    log.warning("%s backend unavailable: %s", request.state.request_id, outages.describe(exc))
+    return _refused(request, outages.unavailable(exc))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -175,7 +181,11 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> Starl
         routes=routes,
         lifespan=lifespan,
         middleware=[Middleware(RequestIdMiddleware)],
-        exception_handlers={ApiError: _api_error, HTTPException: _http_error},
+        exception_handlers={
+            ApiError: _api_error,
+            HTTPException: _http_error,
+            **{error: _backend_error for error in outages.BACKEND_ERRORS},
+        },
     )
     app.state.settings = settings
     app.state.registry = registry

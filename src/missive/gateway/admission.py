@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 import anyio
 
 from missive import metrics
+from missive.gateway import outages
 from missive.gateway.ledger import Ledger
 from missive.gateway.limits import Limiter, Pool
 from missive.gateway.spend import SpendGuard
@@ -112,6 +113,9 @@ class Admission:
             )
             if verdict.headers:
                 self.headers = verdict.headers
+        except outages.BACKEND_ERRORS as error:  # the limiter is away: its buckets refill on their own
+            log.warning("%s settled, buckets not corrected: %s", record.id, outages.describe(error))
+            return
         except Exception:  # the record stays in flight and is recovered as interrupted
             log.exception("%s could not be settled", record.id)
             return

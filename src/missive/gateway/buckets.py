@@ -123,7 +123,11 @@ class RedisBuckets:
     def __init__(self, url: str, prefix: str) -> None:
         import redis.asyncio as redis
 
-        self._client = redis.Redis.from_url(url)
+        from missive.gateway.outages import CONNECT_TIMEOUT, REDIS_SOCKET_TIMEOUT
+
+        self._client = redis.Redis.from_url(
+            url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=REDIS_SOCKET_TIMEOUT
+        )
         self._prefix = prefix
         self._script = self._client.register_script(_LUA)
 

@@ -17,6 +17,7 @@ import anyio
 import anyio.to_thread
 import sqlalchemy as sa
 
+from missive.gateway import outages
 from missive.gateway.pricing import Cost, Pricing, Tokens
 from missive.settings import LedgerSettings
 from missive.store import ledger as store
@@ -78,8 +79,11 @@ class Ledger:
         settlement = _settlement(record, status, cost, stop_reason, latency_ms)
         try:
             await self._write_settlement(record.id, settlement)
-        except Exception:  # the database is away: keep it, and try again at every tick
-            log.exception("%s could not be settled now; will retry", record.id)
+        except Exception as error:  # the database is away: keep it, and try again at every tick
+            if isinstance(error, outages.STORE_ERRORS):
+                log.warning("%s could not be settled now (%s); will retry", record.id, outages.describe(error))
+            else:
+                log.exception("%s could not be settled now; will retry", record.id)
             self._unsettled[record.id] = settlement
         return cost
 
@@ -103,7 +107,10 @@ class Ledger:
                     next_tick = time.monotonic() + self.settings.checkpoint_interval
                 else:
                     await self.checkpoint()
-            except Exception:  # a database hiccup must not stop accounting for good
+            except outages.STORE_ERRORS as error:  # the store is away: keep trying, at the timer's pace
+                log.warning("ledger upkeep: the store is unavailable (%s); retrying", outages.describe(error))
+                await anyio.sleep(self.settings.checkpoint_interval)
+            except Exception:  # a bug must not stop accounting for good either
                 log.exception("ledger upkeep failed; retrying")
             await anyio.sleep(self.settings.checkpoint_spacing)
 

@@ -113,7 +113,9 @@ def connect(url: str | Path, *, migrate: bool = True, **engine_args: Any) -> sa.
         engine = sa.create_engine(parsed, connect_args={"timeout": 30}, **engine_args)
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     else:
-        engine = sa.create_engine(parsed, pool_pre_ping=True, **engine_args)
+        # an unreachable server fails a request in seconds (gateway/outages.py), instead of hanging it
+        connect_args = {"connect_timeout": 3}
+        engine = sa.create_engine(parsed, pool_pre_ping=True, pool_timeout=5, connect_args=connect_args, **engine_args)
     if migrate:
         from missive.store.migrate import upgrade
 
