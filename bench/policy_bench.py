@@ -8,9 +8,12 @@ Side by side, in one run, on this machine, with the same load generator:
     missive             Missive with an instant engine and the whole policy path
                         (key lookup, RPM/ITPM/OTPM buckets, ledger record opened and settled)
     missive-pg-redis    the same on PostgreSQL and Redis (--postgres URL --redis URL)
+    missive-forward     Missive with the whole policy path, forwarding to that upstream through its
+                        Anthropic-compatible engine (the same job as LiteLLM's)
 
 Each target is measured at concurrency 1 (latency: p50/p99) and at --concurrency (requests/s).
-"Added" is against the instant upstream for LiteLLM, and against missive-bare for the policy path.
+"Added" is against the instant upstream for LiteLLM and missive-forward, and against missive-bare for
+the policy path.
 
     python -m venv .cache/bench-venv && .cache/bench-venv/bin/pip install -e '.[bench]'   # LiteLLM, once
     flock /tmp/missive-bench.lock .venv/bin/python bench/policy_bench.py
@@ -80,6 +83,22 @@ count_tokens_requests_per_minute = 1000000000
 input = 1
 output = 5
 """
+FORWARD_CONFIG = """
+default_model = "claude-haiku-4-5"
+log_level = "warning"
+models = []
+
+[[engines]]
+name = "upstream"
+kind = "anthropic"
+url = "{upstream}"
+
+[[engines.models]]
+id = "claude-haiku-4-5"
+
+[rate_limits]
+default_tier = "unlimited"
+"""
 
 
 # ---- the servers (each runs in its own process) ----------------------------------------------------
@@ -109,10 +128,24 @@ def serve_missive(port: int, bare: bool) -> None:
     import uvicorn
 
     from missive import server as missive_server
-    from missive.engines.base import BlockStart, BlockStop, Delta, Finished, ModelCard, Started, Usage
     from missive.settings import load_settings
+    from missive.wire.events import BlockStart, BlockStop, Delta, Finished, Started, Usage
+    from missive.wire.models import ModelCard
+
+    class Instant:
+        input_tokens = 10
+
+        async def generate(self) -> AsyncIterator[object]:
+            yield Started(Usage(input_tokens=10))
+            yield BlockStart("text")
+            yield Delta("text", "Hello there!")
+            yield BlockStop()
+            yield Finished("end_turn", Usage(input_tokens=10, output_tokens=4))
 
     class InstantEngine:
+        name = "instant"
+        signs_thinking = False
+
         def models(self) -> list[ModelCard]:
             return [ModelCard("instant", "Instant", 100_000, 64_000)]
 
@@ -125,12 +158,8 @@ def serve_missive(port: int, bare: bool) -> None:
         async def count_tokens(self, generation: object) -> int:
             return 10
 
-        async def generate(self, generation: object) -> AsyncIterator[object]:
-            yield Started(Usage(input_tokens=10))
-            yield BlockStart("text")
-            yield Delta("text", "Hello there!")
-            yield BlockStop()
-            yield Finished("end_turn", Usage(input_tokens=10, output_tokens=4))
+        async def prepare(self, generation: object) -> Instant:
+            return Instant()
 
     if bare:
         _stub_policy(missive_server)
@@ -145,6 +174,12 @@ def _stub_policy(missive_server: object) -> None:
 
     class Admitted:
         headers: dict[str, str] = {}
+
+        async def open(self, *args: object) -> None:
+            pass
+
+        async def release(self) -> None:
+            pass
 
         def track(self, events: object) -> object:
             return events
@@ -170,6 +205,9 @@ def _stub_policy(missive_server: object) -> None:
             return {}
 
         async def add_rate_headers(self, *args: object) -> None:
+            pass
+
+        async def count_tokens_headers(self, *args: object) -> None:
             pass
 
     async def anyone(db: object, headers: object) -> Principal:
@@ -298,7 +336,7 @@ def main() -> None:
         up = _start(
             [*me, "--serve", "upstream", "--port", str(up_port)], dict(os.environ), work / "up.log", upstream
         )
-        targets = ["upstream", "litellm", "missive-bare", "missive"] + (
+        targets = ["upstream", "litellm", "missive-forward", "missive-bare", "missive"] + (
             ["missive-pg-redis"] if args.postgres else []
         )
         if args.only:
@@ -334,6 +372,15 @@ def _run_target(
         command = [args.litellm, "--config", str(config), "--port", str(port), "--num_workers", "1"]
         process = _start(command, env, work / "litellm.log", f"{url}/health/liveliness")
         key = "sk-litellm-bench"
+    elif name == "missive-forward":
+        data = work / name
+        data.mkdir()
+        (data / "missive.toml").write_text(FORWARD_CONFIG.format(upstream=upstream))
+        env.update(MISSIVE_CONFIG=str(data / "missive.toml"), MISSIVE_DATA_DIR=str(data / "data"))
+        log = work / f"{name}.log"
+        command = [sys.executable, "-m", "missive", "serve", "--port", str(port)]
+        process = _start(command, env, log, f"{url}/v1/models")
+        key = re.search(r"^\s+(sk-missive-\S+)$", log.read_text(), re.M).group(1)  # type: ignore[union-attr]
     else:
         data = work / name
         data.mkdir()
@@ -392,6 +439,7 @@ def _report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> N
     )
     base_for = {
         "litellm": "upstream",
+        "missive-forward": "upstream",
         "missive": "missive-bare",
         "missive-pg-redis": "missive-bare",
         "missive-bare": "upstream",

@@ -21,6 +21,9 @@ Run:  .venv/bin/python bench/serving.py            (3 rounds, about 15 minutes o
       .venv/bin/python bench/serving.py --quick    (fewer requests, one round, about 3 minutes)
       .venv/bin/python bench/serving.py --isolation   (adds Missive with its engine in the API process,
                                                       `local.isolate = false`: what the split costs)
+      .venv/bin/python bench/serving.py --proxy       (adds Missive in front of that same llama-server,
+                                                      through its OpenAI-compatible engine: what the
+                                                      front costs against llama-server directly)
 Figures are printed side by side with their ratio (missive / llama-server) and kept, with every
 round's value, in .cache/bench/serving.json. Compare figures only within one run.
 """
@@ -98,6 +101,28 @@ def missive(max_queue: int = 32, isolate: bool = True) -> Iterator[Target]:
         with _process(cmd, env) as _:
             name = "missive" if isolate else "missive-inproc"
             target = Target(name, f"http://127.0.0.1:{port}", {"x-api-key": key}, True)
+            _wait_ready(f"{target.base_url}/v1/models", {**target.headers, "anthropic-version": "2023-06-01"})
+            yield target
+
+
+@contextlib.contextmanager
+def missive_proxy(upstream: str) -> Iterator[Target]:
+    """Missive with no model of its own, serving llama-server's through the OpenAI-compatible engine."""
+    with tempfile.TemporaryDirectory() as data:
+        config = Path(data) / "missive.toml"
+        config.write_text(
+            f'default_model = "smollm2"\nmodels = []\n\n[[engines]]\nname = "llama-server"\nkind = "openai"\n'
+            f'url = "{upstream}"\nmax_concurrency = 0\n\n[[engines.models]]\nid = "smollm2"\n'
+            f'context_window = {CONTEXT_PER_SLOT}\n'
+        )
+        env = {**os.environ, "MISSIVE_DATA_DIR": data, "MISSIVE_CONFIG": str(config)}
+        created = subprocess.run([sys.executable, "-m", "missive", "keys", "create", "--name", "bench"],
+                                 env=env, capture_output=True, text=True, check=True)
+        key = created.stdout.strip().splitlines()[-1]
+        port = free_port()
+        cmd = [sys.executable, "-m", "missive", "serve", "--port", str(port), "--log-level", "warning"]
+        with _process(cmd, env) as _:
+            target = Target("missive-proxy", f"http://127.0.0.1:{port}", {"x-api-key": key}, True)
             _wait_ready(f"{target.base_url}/v1/models", {**target.headers, "anthropic-version": "2023-06-01"})
             yield target
 
@@ -246,6 +271,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=["missive", "llama-server"])
     parser.add_argument("--isolation", action="store_true", help="also Missive with its engine in the API process")
+    parser.add_argument("--proxy", action="store_true", help="also Missive in front of the same llama-server")
     parser.add_argument("--quick", action="store_true", help="fewer requests per figure, one round")
     parser.add_argument("--rounds", type=int, help="rounds per figure (default 3, or 1 with --quick)")
     parser.add_argument("--max-tokens", type=int, default=128)
@@ -257,7 +283,10 @@ def main() -> None:
     rounds = args.rounds or (1 if args.quick else 3)
     names = [n for n in ("missive", "llama-server") if not args.only or args.only == n]
     names += ["missive-inproc"] if args.isolation else []
-    starters = {"missive": missive, "llama-server": llama_server, "missive-inproc": lambda: missive(isolate=False)}
+    names += ["missive-proxy"] if args.proxy and "llama-server" in names else []
+    targets: dict[str, Target] = {}
+    starters = {"missive": missive, "llama-server": llama_server, "missive-inproc": lambda: missive(isolate=False),
+                "missive-proxy": lambda: missive_proxy(targets["llama-server"].base_url)}
     values: dict[str, dict[str, list[float]]] = {n: {} for n in names}
 
     def record(name: str, rows: dict[str, float]) -> None:
@@ -268,13 +297,14 @@ def main() -> None:
     # Both servers stay up, idle when not measured; each figure alternates between them (A B, then
     # B A), so that the machine's drift over the run weighs on both alike.
     with contextlib.ExitStack() as stack:
-        targets = {name: stack.enter_context(starters[name]()) for name in names}
+        for name in names:  # in order: the proxy's upstream is the llama-server started before it
+            targets[name] = stack.enter_context(starters[name]())
         for phase_name in ["single", "c=1", "c=4", "c=8", "c=16", "cached"]:
             for round_ in range(rounds):
                 for name in names if round_ % 2 == 0 else names[::-1]:  # A B (C), then (C) B A
                     time.sleep(1)  # let the other engine's threads go idle
                     record(name, asyncio.run(phase(targets[name], phase_name, args, round_)))
-    for name in names:  # overload with a short queue, so that shedding shows
+    for name in [n for n in names if n != "missive-proxy"]:  # overload with a short queue, so that shedding shows
         shedding = {"missive": lambda: missive(max_queue=8), "missive-inproc": lambda: missive(8, isolate=False)}
         with shedding.get(name, llama_server)() as target:
             record(name, asyncio.run(overload(target, args)))
@@ -282,19 +312,18 @@ def main() -> None:
     figures = {name: {key: statistics.median(v) for key, v in rows.items()} for name, rows in values.items()}
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "serving.json").write_text(json.dumps({"figures": figures, "rounds": values}, indent=2))
-    if {"missive", "llama-server"} <= figures.keys():
-        mine, peer = figures["missive"], figures["llama-server"]
-        inproc = figures.get("missive-inproc")
-        print(f"\nmedian of {rounds} round(s)")
-        print(f"{'figure':<50} {'missive':>10} {'llama-server':>13} {'ratio':>7}"
-              + (f" {'in-process':>11} {'split':>6}" if inproc else ""))
-        for key in mine:
-            ratio = mine[key] / peer[key] if peer.get(key) else float("nan")
-            line = f"{key:<50} {mine[key]:>10.1f} {peer.get(key, float('nan')):>13.1f} {ratio:>7.2f}"
-            if inproc:
-                split = mine[key] / inproc[key] if inproc.get(key) else float("nan")
-                line += f" {inproc.get(key, float('nan')):>11.1f} {split:>6.2f}"
-            print(line)
+    if "llama-server" in figures and len(figures) > 1:
+        ratios = [(a, b) for a, b in (("missive", "llama-server"), ("missive", "missive-inproc"),
+                                      ("missive-proxy", "llama-server")) if a in figures and b in figures]
+        print(f"\nmedian of {rounds} round(s); ratios are the first over the second")
+        print(f"{'figure':<50}" + "".join(f" {name:>14}" for name in figures)
+              + "".join(f" {a + '/' + b:>28}" for a, b in ratios))
+        for key in figures["llama-server"]:
+            def value(name: str) -> float:
+                return figures[name].get(key, float("nan"))
+
+            print(f"{key:<50}" + "".join(f" {value(name):>14.1f}" for name in figures)
+                  + "".join(f" {value(a) / value(b) if value(b) else float('nan'):>28.2f}" for a, b in ratios))
     print(f"\n{THREADS} threads, {PARALLEL} parallel slots x {CONTEXT_PER_SLOT} tokens, unified_kv={UNIFIED_KV}, model {model_path().name}")
 
 
