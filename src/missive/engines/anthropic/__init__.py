@@ -1,0 +1,1 @@
+"""The Anthropic-compatible remote engine: the Claude API, another Missive node, any /v1/messages server."""
