@@ -17,7 +17,9 @@ from typing import Literal
 
 BlockKind = Literal["text", "thinking", "tool_use"]
 DeltaKind = Literal["text", "thinking", "input_json", "signature"]
-StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use", "model_context_window_exceeded"]
+StopReason = Literal[
+    "end_turn", "max_tokens", "stop_sequence", "tool_use", "model_context_window_exceeded", "pause_turn", "refusal"
+]
 
 
 @dataclass
