@@ -12,7 +12,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeVar, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+)
 
 from missive.wire.errors import invalid
 
@@ -529,7 +538,9 @@ class MessageCreateParams(ConversationParams):
     stream: bool | None = None
     temperature: float | None = Field(default=None, ge=0.0, le=1.0)
     top_p: float | None = Field(default=None, ge=0.0, le=1.0)
-    top_k: int | None = Field(default=None, ge=0)
+    # A top_k past any vocabulary means no limit. It is kept within a C int, which is what llama.cpp
+    # takes: a larger value would wrap around there (2**32 + 5 sampling the top 5 tokens).
+    top_k: Annotated[int, AfterValidator(lambda k: min(k, 2**31 - 1))] | None = Field(default=None, ge=0)
     stop_sequences: list[str] | None = None
     metadata: Metadata | None = None
     service_tier: Literal["auto", "standard_only"] | None = None

@@ -11,6 +11,14 @@ digit; a bound of more than 20 digits counts as none). Keywords it cannot expres
 enforced: the output is still valid JSON of the right shape
 otherwise. A schema the converter rejects outright falls back to "any JSON object": valid JSON, never
 worse.
+
+Bounds. The converter spells a repetition out (`maxLength: 5` is five nested optional characters),
+and llama.cpp parses such nesting recursively: `maxLength: 20000` overflowed its stack and killed the
+engine, and 2,000 failed to compile. So counts above `REPEAT_LIMIT` are relaxed before conversion:
+`maxLength`, `maxItems` and a pattern's `{m,n}` lose their upper bound, and a lower bound above the
+limit becomes the limit. The output keeps the schema's structure and stays valid JSON; only those
+large counts go unenforced (the model rarely comes near them within max_tokens). A grammar still
+larger than `MAX_GRAMMAR_CHARS` (huge enums, very wide schemas) falls back to any JSON object.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +79,40 @@ def _literal(text: str) -> str:
 
 
 MAX_BOUND_DIGITS = 20
+REPEAT_LIMIT = 500
+MAX_GRAMMAR_CHARS = 256 * 1024
+_QUANTIFIER = re.compile(r"(?<!\\)\{(\d+)(,(\d*))?\}")
+
+
+def _relaxed_quantifier(match: re.Match[str]) -> str:
+    low = min(int(match.group(1)), REPEAT_LIMIT)
+    if match.group(2) is None:
+        return f"{{{low}}}" if int(match.group(1)) <= REPEAT_LIMIT else f"{{{low},}}"
+    high = match.group(3)
+    if high and int(high) <= REPEAT_LIMIT:
+        return f"{{{low},{high}}}"
+    return f"{{{low},}}"
+
+
+def bounded(schema: Any) -> Any:
+    """`schema` with every repetition count above `REPEAT_LIMIT` relaxed (see the module's docstring)."""
+    if isinstance(schema, list):
+        return [bounded(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    relaxed = {}
+    for key, value in schema.items():
+        is_count = isinstance(value, int) and not isinstance(value, bool)
+        if key in ("maxLength", "maxItems") and is_count and value > REPEAT_LIMIT:
+            continue
+        if key in ("minLength", "minItems") and is_count and value > REPEAT_LIMIT:
+            value = REPEAT_LIMIT
+        elif key == "pattern" and isinstance(value, str):
+            value = _QUANTIFIER.sub(_relaxed_quantifier, value)
+        elif key not in ("const", "enum", "default", "examples"):
+            value = bounded(value)
+        relaxed[key] = value
+    return relaxed
 
 
 def _bound(value: object, exclusive: bool, lower: bool) -> int | None:
@@ -144,7 +187,7 @@ def integer_range(low: int | None, high: int | None) -> str:
 def _schema_rule(converter: SchemaConverter, schema: dict, name: str) -> str:
     """Add the rules for `schema` under `name`; fall back to any object if it cannot be converted."""
     try:
-        resolved = converter.resolve_refs(json.loads(json.dumps(schema)), name)
+        resolved = converter.resolve_refs(bounded(json.loads(json.dumps(schema))), name)
         return converter.visit(resolved, name)
     except Exception as exc:  # the converter raises on what it cannot express at all
         log.warning("schema for %s not enforceable (%s); constraining to any JSON object", name, exc)
@@ -165,11 +208,19 @@ def tool_calls(tools: list[ToolSpec], forced: bool, single: bool, syntax: CallSy
     converter._add_rule("call", " | ".join(f"( {call} )" for call in calls))
     more = f' ( "\\n"? call ){{0,{MAX_PARALLEL_CALLS - 1}}}'
     converter._add_rule("root", "call" if single else "call" + more)
-    return Grammar(_format(converter), None if forced else syntax.trigger, (syntax.open, syntax.name_end))
+    gbnf = _format(converter)
+    if len(gbnf) > MAX_GRAMMAR_CHARS:
+        log.warning("tool grammar of %d chars is too large; constraining inputs to any JSON object", len(gbnf))
+        return tool_calls([ToolSpec(tool.name, tool.description, ANY_OBJECT) for tool in tools], forced, single, syntax)
+    return Grammar(gbnf, None if forced else syntax.trigger, (syntax.open, syntax.name_end))
 
 
 def json_output(schema: dict) -> Grammar:
     converter = _converter()
     rule = _schema_rule(converter, schema, "output")
     converter._add_rule("root", rule)
-    return Grammar(_format(converter))
+    gbnf = _format(converter)
+    if len(gbnf) > MAX_GRAMMAR_CHARS:
+        log.warning("output grammar of %d chars is too large; constraining to any JSON object", len(gbnf))
+        return json_output(ANY_OBJECT)
+    return Grammar(gbnf)

@@ -50,6 +50,7 @@ class TokenSampler:
             self.chain.add_temp(sampling.temperature)
             self.chain.add_dist(secrets.randbits(31))
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+        self.end = llama_cpp.llama_vocab_eos(vocab)  # sampled when the grammar allows nothing more
         self.grammar = _grammar_sampler(vocab, grammar) if grammar is not None else None
         self.guard = guard if grammar is not None else None
         self._one = (llama_cpp.llama_token_data * 1)()
@@ -63,7 +64,10 @@ class TokenSampler:
             if self.grammar is None:
                 return token
             if not self._allowed(token):
-                token = self._resample(ctx, index)
+                allowed = self._resample(ctx, index)
+                if allowed is None:  # no token can continue: end here (llama.cpp aborts on a forbidden one)
+                    return self.end
+                token = allowed
         llama_cpp.llama_sampler_accept(self.grammar, token)
         if self.guard is not None:
             self.guard.feed(token)
@@ -72,7 +76,7 @@ class TokenSampler:
     def accept(self, token: int) -> None:
         """A token written for the model rather than sampled (e.g. closing its thinking)."""
         llama_cpp.llama_sampler_accept(self.chain.sampler, token)
-        if self.grammar is not None:
+        if self.grammar is not None and self._allowed(token):  # the grammar cannot take what it forbids
             llama_cpp.llama_sampler_accept(self.grammar, token)
         if self.guard is not None:
             self.guard.feed(token)
@@ -96,13 +100,16 @@ class TokenSampler:
         llama_cpp.llama_sampler_apply(self.grammar, ctypes.byref(candidates))
         return not math.isinf(self._one[0].logit)
 
-    def _resample(self, ctx: llama_cpp.llama_context_p, index: int) -> int:
+    def _resample(self, ctx: llama_cpp.llama_context_p, index: int) -> int | None:
+        """Sample with the grammar applied to the whole vocabulary; None if it allows no token at all."""
         if self._all is None:
             self._all = _internals.LlamaTokenDataArray(n_vocab=self.n_vocab)
         logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, index), shape=(self.n_vocab,))
         self._all.copy_logits(logits)
         candidates = ctypes.byref(self._all.candidates)
         llama_cpp.llama_sampler_apply(self.grammar, candidates)
+        if not np.isfinite(self._all.candidates_data.logit[: self._all.candidates.size]).any():
+            return None
         llama_cpp.llama_sampler_apply(self.chain.sampler, candidates)
         return int(self._all.candidates.data[self._all.candidates.selected].id)
 
