@@ -71,6 +71,9 @@ def test_a_dead_engine_process_ends_its_streams_cleanly_and_comes_back(isolated:
     assert models.status_code == 200
     streaming.join(30)
     assert len(seen) >= 5 and errors and "engine process stopped" in str(errors[0])
+    error = errors[0]
+    assert isinstance(error, anthropic.APIStatusError) and error.request_id
+    assert isinstance(error.body, dict) and error.body["request_id"] == error.request_id
 
     new_pid = engine_pid(isolated, mark)
     restarted_in = time.monotonic() - killed_at

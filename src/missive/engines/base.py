@@ -45,7 +45,6 @@ class Generation:
     version: str = "2023-06-01"  # the anthropic-version the client sent
     betas: tuple[str, ...] = ()  # the anthropic-beta names the client sent, as sent
     request_id: str = ""
-    upstream_model: str = ""  # the model's name at the engine ("" for the card's id)
 
     @property
     def max_tokens(self) -> int:

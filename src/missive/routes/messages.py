@@ -17,7 +17,7 @@ async def create_message(request: Request) -> Response:
     reply = await pipeline.create(call, await read_body(request))
     if reply.stream:
         ping = request.app.state.settings.ping_interval
-        return EventStream(reply.builder, reply.first, reply.events, ping, reply.headers)  # type: ignore[return-value]
+        return EventStream(reply.builder, reply.first, reply.events, ping, call.request_id, reply.headers)  # type: ignore[return-value]
     if not await collect(reply.builder, reply.first, reply.events, request.receive):
         return Response(status_code=499)  # nobody is listening
     return JSONResponse(reply.builder.message, headers=reply.headers)

@@ -44,9 +44,11 @@ class EventStream:
         first: Event,
         events: AsyncIterator[Event],
         ping: float,
+        request_id: str,
         headers: dict[str, str] | None = None,
     ) -> None:
         self.builder, self.first, self.events, self.ping = builder, first, events, ping
+        self.request_id = request_id
         self.headers = [
             (b"content-type", b"text/event-stream; charset=utf-8"),
             (b"cache-control", b"no-cache"),
@@ -97,7 +99,7 @@ class EventStream:
             error = exc if isinstance(exc, ApiError) else ApiError(500, "Internal server error")
             if not isinstance(exc, ApiError):
                 log.error("generation failed mid-stream", exc_info=exc)
-            body = error_body(error.error_type, error.message, None)
+            body = error_body(error.error_type, error.message, self.request_id)
             await write(f"event: error\ndata: {json.dumps(body)}\n\n".encode())
         message = self.builder.message
         log.info("%s stream ended stop=%s output_tokens=%d", message["id"], message["stop_reason"],

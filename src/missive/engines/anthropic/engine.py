@@ -111,7 +111,7 @@ class AnthropicEngine:
         return self._client
 
     def upstream_model(self, generation: Generation) -> str:
-        return generation.upstream_model or self._upstream.get(generation.model.id, generation.model.id)
+        return self._upstream.get(generation.model.id, generation.model.id)
 
     def headers(self, generation: Generation) -> dict[str, str]:
         sent = request.headers(generation, self._api_key)
