@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from hypothesis import strategies as st
@@ -536,8 +537,8 @@ def api_headers(
 # --- query strings and path ids --------------------------------------------------------------------
 
 QUERY_VALUES = [
-    "", "0", "1", "-1", "20", "1000", "1001", "1e3", "1.5", "99999999999999999999", "NaN", "true", "yes",
-    "%00", "%ff%fe", "%C3%A9", "a+b", "%", "%zz", "x" * 2000,
+    "", "0", "1", "-1", "20", "1000", "1001", "1e3", "1.5", "99999999999999999999", "9" * 5000, "%C2%B2",
+    "NaN", "true", "yes", "%00", "%ff%fe", "%C3%A9", "a+b", "%", "%zz", "x" * 2000,
 ]  # fmt: skip
 
 
@@ -880,20 +881,32 @@ PAGES = [
     "page_" + base64.urlsafe_b64encode(b"-1").decode(), "page_" + base64.urlsafe_b64encode(b"0").decode(),
     "page_%%%", "page_", "", "x", "page_" + "A" * 2000, "page_" + base64.urlsafe_b64encode(b"\xff\xfe").decode(),
     "page_" + base64.urlsafe_b64encode(b"1e400").decode(), "page_MTcwMDAwMDAwMA", "page_MTcwMDAwMDAwMA==",
+    "page_MTczNTY4OTYwMA", "page_" + base64.urlsafe_b64encode(b"253370764800").decode(),  # 2025-01-01, 9999-01-01
 ]  # fmt: skip
+QUOTED_DATES = [quote(date, safe="") for date in DATES]  # as a query string carries them: "+14:00" is %2B14:00
 REPORT_VALUES = {
-    "starting_at": DATES, "ending_at": DATES, "bucket_width": ["1m", "1h", "1d", "7d", "1M", "", "1D"],
-    "limit": ["1", "7", "31", "32", "168", "1440", "1441", "0", "-1", "1e3", "99999999999999999999"],
-    "page": PAGES, "group_by[]": ["api_key_id", "workspace_id", "model", "service_tier", "description", "x"],
+    "starting_at": QUOTED_DATES, "ending_at": QUOTED_DATES, "bucket_width": ["1m", "1h", "1d", "7d", "1M", "", "1D"],
+    "limit": ["1", "7", "31", "32", "168", "1440", "1441", "0", "-1", "1e3", "99999999999999999999", "9" * 5000, "%C2%B2"],
+    "page": [quote(page, safe="") for page in PAGES], "group_by[]": ["api_key_id", "workspace_id", "model", "service_tier", "description", "x"],
     "group_by": ["model", "description"], "api_key_ids[]": ["apikey_1", "%00"], "workspace_ids[]": ["default", "%00"],
     "models[]": ["smollm2-135m-instruct"], "service_tiers[]": ["standard", "batch"],
 }  # fmt: skip
 
 
 def _report_query(draw: st.DrawFn) -> str:
-    base = f"starting_at={draw(st.sampled_from(DATES[:3]))}" if draw(st.integers(0, 3)) else ""
-    extra = draw(query(sorted(REPORT_VALUES), REPORT_VALUES))
-    return "&".join(part for part in (base, extra) if part)
+    """Mostly a sound window; often an edge value in one of its bounds, its page or its limit."""
+    dates = weighted((3, st.sampled_from(QUOTED_DATES[:3])), (1, st.sampled_from(QUOTED_DATES[3:7])),
+                     (1, st.sampled_from(QUOTED_DATES)))  # fmt: skip
+    parts = [f"starting_at={draw(dates)}"]
+    if draw(st.integers(0, 3)) == 0:
+        parts.append(f"ending_at={draw(dates)}")
+    for name in ("page", "limit"):
+        if draw(st.integers(0, 4)) == 0:
+            parts.append(f"{name}={draw(st.sampled_from(REPORT_VALUES[name]))}")
+    if not draw(st.integers(0, 3)):
+        parts = parts[1:]  # no starting_at
+    parts.append(draw(query(sorted(REPORT_VALUES), REPORT_VALUES)))
+    return "&".join(part for part in parts if part)
 
 
 def _ids(known: list[str]) -> st.SearchStrategy[str]:
@@ -930,8 +943,8 @@ def strategies(targets: Targets, large: bool = False) -> dict[str, st.SearchStra
     def body_case(route: str, paths: st.SearchStrategy[str], body: st.SearchStrategy[Any]) -> st.SearchStrategy[Case]:
         @st.composite
         def case(draw: st.DrawFn) -> Case:
-            value = draw(mutated(draw(body), most=2))
-            return Case(route, "POST", draw(paths), "", draw(admin()), draw(encoded(value, large)))
+            value = draw(mutated(draw(body), most=2))  # a huge body costs little here: refused by its length
+            return Case(route, "POST", draw(paths), "", draw(admin()), draw(encoded(value, large=True)))
 
         return case()
 
@@ -943,7 +956,7 @@ def strategies(targets: Targets, large: bool = False) -> dict[str, st.SearchStra
         return case()
 
     money = st.sampled_from(MONEY)
-    tiers = st.sampled_from(["default", "tier-1", "tier-4", "unknown", "", None, 5])
+    tiers = st.sampled_from(["default", "tier-1", "tier-4", "unknown", "", None, 5, "t" * 10_000, "tier-1\x00"])
     names = st.sampled_from(["team", "", "a" * 40, "a" * 41, "\x00", "é" * 40, "\ud800", "x y"])
     workspace = st.fixed_dictionaries(
         {"name": names}, optional={"rate_limit_tier": tiers, "monthly_spend_limit": money, "credit_balance": money}

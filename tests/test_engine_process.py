@@ -16,7 +16,6 @@ from pathlib import Path
 import anthropic
 import httpx
 import pytest
-
 from conftest import COUNTING, Server, launch, stop
 
 CONFIG = """

@@ -9,7 +9,6 @@ import threading
 import time
 
 import httpx
-
 from conftest import Server
 
 PROMPT = "The quick brown fox jumps over the lazy dog. " * 23_000  # about 1 MB, about 230k tokens

@@ -13,13 +13,14 @@ import sqlalchemy as sa
 from platform_backends import database
 
 from missive.gateway.ledger import Ledger
-from missive.gateway.pricing import Pricing, Tokens, usd_to_pico
+from missive.gateway.pricing import Pricing, Tokens
 from missive.settings import LedgerSettings, PricingSettings
 from missive.store import keys as key_store
 from missive.store import ledger as ledger_store
 from missive.store import reports as report_store
 from missive.store import workspaces as workspace_store
 from missive.store.db import connect
+from missive.wire.money import usd_to_pico
 
 LEGACY_API_KEYS = (
     "CREATE TABLE api_keys (id VARCHAR(40) PRIMARY KEY, name VARCHAR(256) NOT NULL, workspace_id VARCHAR(64) "

@@ -12,10 +12,11 @@ from platform_backends import REDIS_URL, redis_prefix
 
 from missive.gateway.buckets import Charge, MemoryBuckets, RedisBuckets
 from missive.gateway.limits import Limiter
-from missive.gateway.pricing import Pricing, Tokens, pico_to_cents, pico_to_usd, usd_to_pico
+from missive.gateway.pricing import Pricing, Tokens
 from missive.settings import PricingSettings, RateLimitSettings
 from missive.wire import reports
 from missive.wire.errors import ApiError
+from missive.wire.money import pico_to_cents, pico_to_usd, usd_to_pico
 
 
 class Clock:
@@ -176,19 +177,19 @@ def test_prices_multipliers_and_batch_discount() -> None:
 
 
 def test_report_windows_align_paginate_and_refuse_bad_input() -> None:
-    win = reports.window("2026-03-04T10:17:00Z", "2026-03-04T15:00:00Z", "1h", 2, None)
+    win = reports.window("2026-03-04T10:17:00Z", "2026-03-04T15:00:00Z", "1h", "2", None)
     assert win.buckets() == [(win.start, win.start + 3600), (win.start + 3600, win.start + 7200)]
     assert datetime.fromtimestamp(win.start, UTC).hour == 10 and win.has_more
     following = reports.window(
-        "2026-03-04T10:17:00Z", "2026-03-04T15:00:00Z", "1h", 2, reports.next_page(win)
+        "2026-03-04T10:17:00Z", "2026-03-04T15:00:00Z", "1h", "2", reports.next_page(win)
     )
     assert following.start == win.start + 7200 and following.has_more
-    last = reports.window("2026-03-04T10:17:00Z", "2026-03-04T15:00:00Z", "1h", 24, None)
+    last = reports.window("2026-03-04T10:17:00Z", "2026-03-04T15:00:00Z", "1h", "24", None)
     assert len(last.buckets()) == 5 and not last.has_more and reports.next_page(last) is None
     for args, message in [
         ((None, None, "1d", None, None), "starting_at: Field required"),
         (("2026-03-04T00:00:00Z", None, "2h", None, None), "bucket_width"),
-        (("2026-03-04T00:00:00Z", None, "1d", 32, None), "limit: Input should be between 1 and 31"),
+        (("2026-03-04T00:00:00Z", None, "1d", "32", None), "limit: Input should be between 1 and 31"),
         (("yesterday", None, "1d", None, None), "starting_at: Input should be a valid datetime"),
     ]:
         with pytest.raises(ApiError) as caught:

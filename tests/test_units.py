@@ -8,12 +8,11 @@ import pytest
 
 from missive.engines.local.stops import StopMatcher
 from missive.engines.registry import Registry
-from missive.routes.models import ListQuery, paginate
 from missive.settings import load_settings
 from missive.wire.errors import ApiError
 from missive.wire.events import BlockStart, BlockStop, Delta, Finished, Started, Usage
 from missive.wire.messages import MessageBuilder
-from missive.wire.models import ModelCard
+from missive.wire.models import ListQuery, ModelCard, paginate
 
 
 @pytest.mark.parametrize(

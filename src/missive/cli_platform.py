@@ -7,25 +7,35 @@ stdout, alone on the last line; everything else goes to stderr or shows only a k
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
-from decimal import InvalidOperation
 from pathlib import Path
 
 import click
 import sqlalchemy as sa
 
-from missive.settings import Settings
+from missive.settings import Settings, load_settings
 
 _DATA_DIR = click.option(
     "--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Where state lives."
 )
 
 
+def settings_from(ctx: click.Context, **overrides: object) -> Settings:
+    """The settings, with the `--config` of `missive` and a command's flags."""
+    config = ctx.obj.get("config")
+    if config:
+        os.environ["MISSIVE_CONFIG"] = str(config)
+    try:
+        return load_settings(**overrides)
+    except Exception as exc:  # a bad config file or variable: say which, without a traceback
+        raise click.ClickException(f"invalid settings: {exc}") from None
+
+
 def _db(ctx: click.Context, data_dir: Path | None) -> sa.Engine:
-    from missive.cli import _settings
     from missive.store.db import connect
 
-    settings: Settings = _settings(ctx, data_dir=data_dir)
+    settings = settings_from(ctx, data_dir=data_dir)
     try:
         return connect(settings.database)
     except sa.exc.OperationalError as exc:
@@ -33,21 +43,18 @@ def _db(ctx: click.Context, data_dir: Path | None) -> sa.Engine:
 
 
 def _usd(value: str | None) -> int | None:
-    from missive.gateway.pricing import usd_to_pico
+    from missive.wire.money import parse_usd
 
     if value is None or value.lower() == "none":
         return None
     try:
-        amount = usd_to_pico(value)
-    except (InvalidOperation, ArithmeticError):
-        raise click.BadParameter(f"{value!r} is not an amount in USD") from None
-    if amount < 0:
-        raise click.BadParameter("amounts cannot be negative")
-    return amount
+        return parse_usd(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r}: {exc}") from None
 
 
 def _show_usd(amount: int | None) -> str:
-    from missive.gateway.pricing import pico_to_usd
+    from missive.wire.money import pico_to_usd
 
     return "-" if amount is None else f"${pico_to_usd(amount)}"
 
@@ -62,7 +69,9 @@ def keys() -> None:
 @click.option(
     "--workspace", "workspace_id", default="default", show_default=True, help="The key's workspace."
 )
-@click.option("--expires-in", type=click.IntRange(min=1), help="Days until the key expires (default: never).")
+@click.option(
+    "--expires-in", type=click.IntRange(1, 36500), help="Days until the key expires (default: never)."
+)
 @click.option(
     "--admin",
     is_flag=True,
@@ -204,11 +213,9 @@ _CREDIT = click.option("--credit", help="Prepaid credit balance in USD ('none' f
 
 
 def _tier(ctx: click.Context, tier: str | None) -> str | None:
-    from missive.cli import _settings
-
     if tier is None or tier.lower() == "none":
         return None
-    tiers = _settings(ctx).rate_limits.tiers
+    tiers = settings_from(ctx).rate_limits.tiers
     if tier not in tiers:
         raise click.BadParameter(f"unknown tier {tier!r}; configured: {', '.join(sorted(tiers))}")
     return tier

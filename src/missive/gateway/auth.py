@@ -12,8 +12,8 @@ import anyio.to_thread
 import sqlalchemy as sa
 from starlette.datastructures import Headers
 
-from missive.store.keys import AdminKey, find_active_key, find_admin_key, find_caller
-from missive.store.workspaces import Workspace
+from missive.store.keys import find_active_key, find_admin_key, find_caller
+from missive.wire.admin import AdminKey, Workspace
 from missive.wire.errors import ApiError
 
 

@@ -21,9 +21,9 @@ from missive.gateway import outages
 from missive.gateway.pricing import Cost, Pricing, Tokens
 from missive.settings import LedgerSettings
 from missive.store import ledger as store
-from missive.store.times import now
 from missive.store.writer import Writer
 from missive.wire.ids import new_id
+from missive.wire.times import now
 
 log = logging.getLogger("missive.ledger")
 

@@ -1,17 +1,17 @@
 """What a request costs: per-model prices from settings, the cache multipliers and the batch discount.
 
-Amounts are integers of pico-USD (1e-12 USD), so that sums are exact on every database: a price of
-$P per million tokens is P * 1e6 pico-USD per token.
+Amounts are integers of pico-USD (wire/money.py): a price of $P per million tokens is P * 1e6 pico-USD
+per token.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
 from missive.settings import ModelPrice, PricingSettings
+from missive.wire.money import PICO, to_pico
 
-PICO = 10**12
 CACHE_WRITE_5M, CACHE_WRITE_1H, CACHE_READ = Decimal("1.25"), Decimal("2"), Decimal("0.1")  # spec §8
 
 
@@ -73,30 +73,12 @@ class Pricing:
         write_1h = rate(price.cache_write_1h, CACHE_WRITE_1H)
         read = rate(price.cache_read, CACHE_READ)
         return Cost(
-            input=_round(base * tokens.input),
-            cache_write=_round(write_5m * tokens.cache_write_5m + write_1h * tokens.cache_write_1h),
-            cache_read=_round(read * tokens.cache_read),
-            output=_round(_per_token(price.output) * factor * tokens.output),
+            input=to_pico(base * tokens.input),
+            cache_write=to_pico(write_5m * tokens.cache_write_5m + write_1h * tokens.cache_write_1h),
+            cache_read=to_pico(read * tokens.cache_read),
+            output=to_pico(_per_token(price.output) * factor * tokens.output),
         )
 
 
 def _per_token(usd_per_million: float) -> Decimal:
     return Decimal(str(usd_per_million)) * PICO / 10**6
-
-
-def _round(value: Decimal) -> int:
-    return int(value.to_integral_value(rounding=ROUND_HALF_UP))
-
-
-def usd_to_pico(usd: str | float | Decimal) -> int:
-    return _round(Decimal(str(usd)) * PICO)
-
-
-def pico_to_usd(amount: int) -> str:
-    """A decimal string in USD, e.g. "12.345678" (six decimals: micro-dollars)."""
-    return str((Decimal(amount) / PICO).quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP))
-
-
-def pico_to_cents(amount: int) -> str:
-    """A decimal string in cents, as the Claude API's cost report gives amounts."""
-    return format((Decimal(amount) / (PICO // 100)).normalize(), "f")

@@ -14,7 +14,7 @@ import anyio.to_thread
 import sqlalchemy as sa
 
 from missive.store.ledger import spend_since
-from missive.store.workspaces import Workspace
+from missive.wire.admin import Workspace
 from missive.wire.errors import ApiError
 
 CREDIT_TOO_LOW = (

@@ -6,7 +6,7 @@ import logging
 from typing import TypeVar
 
 from pydantic import BaseModel
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from missive.gateway.auth import authenticate
 from missive.pipeline import Call
@@ -42,15 +42,18 @@ async def read_body(request: Request) -> bytes:
     limit = request.app.state.settings.max_request_bytes
     too_large = ApiError(413, "Request exceeds the maximum allowed number of bytes.")
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise too_large
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+    except ClientDisconnect:  # nobody is left to read the answer, but the log line says what happened
+        raise invalid("The connection closed before the request body was complete.") from None
     return b"".join(chunks)
 
 

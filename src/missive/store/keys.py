@@ -9,55 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
 from missive.store.db import admin_keys, api_keys, workspaces
-from missive.store.times import now, utc
+from missive.store.workspaces import workspace_from_row
+from missive.wire.admin import AdminKey, ApiKey, Workspace
 from missive.wire.ids import new_id
-
-if TYPE_CHECKING:
-    from missive.store.workspaces import Workspace
+from missive.wire.times import now, utc
 
 KEY_PREFIX = "sk-missive-"
 ADMIN_KEY_PREFIX = "sk-missive-admin-"
-STATUSES = ("active", "inactive", "archived", "expired")
-
-
-@dataclass(frozen=True)
-class ApiKey:
-    id: str
-    name: str
-    workspace_id: str
-    hint: str
-    created_at: datetime
-    disabled_at: datetime | None
-    archived_at: datetime | None = None
-    expires_at: datetime | None = None
-    created_by: str | None = None
-
-    @property
-    def status(self) -> str:
-        if self.archived_at:
-            return "archived"
-        if self.disabled_at:
-            return "inactive"
-        if self.expires_at and self.expires_at <= now():
-            return "expired"
-        return "active"
-
-
-@dataclass(frozen=True)
-class AdminKey:
-    id: str
-    name: str
-    workspace_id: str | None  # None: the whole organisation
-    hint: str
-    created_at: datetime
-    disabled_at: datetime | None
 
 
 class KeyStateError(LookupError):
@@ -121,8 +84,6 @@ def find_active_key(db: sa.Engine, secret: str) -> ApiKey | None:
 
 def find_caller(db: sa.Engine, secret: str) -> tuple[ApiKey, Workspace] | None:
     """An active key with this secret and its open workspace, in one query (every request does this)."""
-    from missive.store.workspaces import workspace_from_row
-
     with db.connect() as conn:  # one statement, no transaction around it: no BEGIN/ROLLBACK round trips
         row = (
             conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -193,14 +154,6 @@ def disable_key(db: sa.Engine, key_id: str) -> bool:
             .values(disabled_at=now())
         )
     return result.rowcount > 0
-
-
-def archive_workspace_keys(conn: sa.Connection, workspace_id: str) -> None:
-    conn.execute(
-        api_keys.update()
-        .where(api_keys.c.workspace_id == workspace_id, api_keys.c.archived_at.is_(None))
-        .values(archived_at=now())
-    )
 
 
 def create_admin_key(db: sa.Engine, name: str, workspace_id: str | None = None) -> tuple[AdminKey, str]:

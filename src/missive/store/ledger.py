@@ -17,7 +17,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from missive.store.db import instances, usage_records, workspaces
-from missive.store.times import now
+from missive.wire.times import now
 
 IN_FLIGHT = "in_flight"
 TOKEN_COLUMNS = (

@@ -3,37 +3,18 @@
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
-from datetime import datetime
 
 import sqlalchemy as sa
 
-from missive.store.db import organization, workspaces
-from missive.store.keys import archive_workspace_keys
-from missive.store.times import now, utc
+from missive.store.db import api_keys, organization, workspaces
+from missive.wire.admin import Organization, Workspace
 from missive.wire.ids import new_id
+from missive.wire.money import MAX_PICO, MAX_USD
+from missive.wire.times import now, utc
 
 DEFAULT_WORKSPACE = "default"
 _COLORS = ("#6C5BB9", "#3F7D58", "#C2410C", "#2563EB", "#B45309", "#BE185D", "#0F766E")
 _UNSET: object = object()
-
-
-@dataclass(frozen=True)
-class Workspace:
-    id: str
-    name: str
-    display_color: str
-    created_at: datetime
-    archived_at: datetime | None
-    rate_limit_tier: str | None
-    monthly_spend_limit: int | None  # pico-USD; None: no limit
-    credit_balance: int | None  # pico-USD; None: no prepaid balance is kept (post-paid)
-
-
-@dataclass(frozen=True)
-class Organization:
-    id: str
-    name: str
 
 
 class WorkspaceError(LookupError):
@@ -118,14 +99,18 @@ def update_workspace(
 
 
 def add_credit(db: sa.Engine, workspace_id: str, amount: int) -> Workspace:
-    """Add prepaid credit (pico-USD), atomically; a workspace without a balance starts one at 0."""
+    """Add prepaid credit (pico-USD), atomically; a workspace without a balance starts one at 0. A balance
+    stays at most MAX_PICO, so that it never overflows its column."""
     _require_open(db, workspace_id)
+    balance = sa.func.coalesce(workspaces.c.credit_balance, 0)
     with db.begin() as conn:
-        conn.execute(
+        added = conn.execute(
             workspaces.update()
-            .where(workspaces.c.id == workspace_id)
-            .values(credit_balance=sa.func.coalesce(workspaces.c.credit_balance, 0) + amount)
+            .where(workspaces.c.id == workspace_id, balance <= MAX_PICO - amount)
+            .values(credit_balance=balance + amount)
         )
+    if added.rowcount == 0:
+        raise WorkspaceError(f"the credit balance would exceed the maximum of {MAX_USD:.2f} USD")
     workspace = get_workspace(db, workspace_id)
     assert workspace is not None
     return workspace
@@ -138,7 +123,11 @@ def archive_workspace(db: sa.Engine, workspace_id: str) -> Workspace:
     _require_open(db, workspace_id)
     with db.begin() as conn:
         conn.execute(workspaces.update().where(workspaces.c.id == workspace_id).values(archived_at=now()))
-        archive_workspace_keys(conn, workspace_id)
+        conn.execute(
+            api_keys.update()
+            .where(api_keys.c.workspace_id == workspace_id, api_keys.c.archived_at.is_(None))
+            .values(archived_at=now())
+        )
     workspace = get_workspace(db, workspace_id)
     assert workspace is not None
     return workspace

@@ -1,13 +1,65 @@
-"""Admin API objects in the Claude API's shapes (spec §1.4): organisation, workspace, API key."""
+"""The Admin API's objects (spec §1.4): organisation, workspace, API key and admin key, as records (what
+the store keeps) and in the Claude API's JSON shapes."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from missive.gateway.pricing import pico_to_usd
-from missive.store.keys import ApiKey
-from missive.store.times import rfc3339
-from missive.store.workspaces import Organization, Workspace
+from missive.wire.money import pico_to_usd
+from missive.wire.times import now, rfc3339
+
+
+@dataclass(frozen=True)
+class Organization:
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Workspace:
+    id: str
+    name: str
+    display_color: str
+    created_at: datetime
+    archived_at: datetime | None
+    rate_limit_tier: str | None
+    monthly_spend_limit: int | None  # pico-USD; None: no limit
+    credit_balance: int | None  # pico-USD; None: no prepaid balance is kept (post-paid)
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    name: str
+    workspace_id: str
+    hint: str
+    created_at: datetime
+    disabled_at: datetime | None
+    archived_at: datetime | None = None
+    expires_at: datetime | None = None
+    created_by: str | None = None
+
+    @property
+    def status(self) -> str:
+        if self.archived_at:
+            return "archived"
+        if self.disabled_at:
+            return "inactive"
+        if self.expires_at and self.expires_at <= now():
+            return "expired"
+        return "active"
+
+
+@dataclass(frozen=True)
+class AdminKey:
+    id: str
+    name: str
+    workspace_id: str | None  # None: the whole organisation
+    hint: str
+    created_at: datetime
+    disabled_at: datetime | None
 
 
 def organization_json(org: Organization) -> dict[str, Any]:

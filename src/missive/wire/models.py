@@ -1,9 +1,11 @@
-"""`ModelInfo` and list pages in the Claude API's shape (spec §12)."""
+"""`ModelInfo`, and list pages with their query, in the Claude API's shapes (spec §12)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 
 @dataclass
@@ -68,3 +70,24 @@ def page(items: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
         "first_id": items[0]["id"] if items else None,
         "last_id": items[-1]["id"] if items else None,
     }
+
+
+class ListQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # `beta=true` and other query noise
+    limit: int = Field(default=20, ge=1, le=1000)
+    after_id: str | None = None
+    before_id: str | None = None
+
+
+def paginate(items: list[dict[str, Any]], query: ListQuery) -> dict[str, Any]:
+    """Cursor pagination over a list ordered newest first: `after_id` pages forward, `before_id` back."""
+    ids = [item["id"] for item in items]
+    if query.after_id is not None:
+        start = ids.index(query.after_id) + 1 if query.after_id in ids else len(ids)
+        chosen = items[start : start + query.limit]
+        return page(chosen, start + query.limit < len(items))
+    if query.before_id is not None:
+        end = ids.index(query.before_id) if query.before_id in ids else 0
+        start = max(0, end - query.limit)
+        return page(items[start:end], start > 0)
+    return page(items[: query.limit], query.limit < len(items))

@@ -7,12 +7,14 @@ paginated with an opaque `page` / `next_page` and `has_more`. Group-by dimension
 from __future__ import annotations
 
 import base64
+import contextlib
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from missive.gateway.pricing import pico_to_cents
 from missive.wire.errors import invalid
+from missive.wire.money import pico_to_cents
+from missive.wire.times import EPOCH, LATEST, parse_epoch
 
 WIDTHS = {"1m": 60, "1h": 3600, "1d": 86400}
 LIMITS = {"1m": (60, 1440), "1h": (24, 168), "1d": (7, 31)}  # default, maximum buckets per page
@@ -38,30 +40,30 @@ class Window:
         return [(at, at + self.width) for at in range(self.start, self.end, self.width)]
 
 
-def parse_time(value: str, name: str) -> datetime:
+def parse_time(value: str, name: str) -> int:
+    """A report bound as epoch seconds, in the range of wire/times.py."""
     try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise invalid(f"{name}: Input should be a valid datetime (RFC 3339)") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+        return parse_epoch(value)
+    except ValueError as exc:
+        raise invalid(f"{name}: {exc}") from None
 
 
 def window(
-    starting_at: str | None, ending_at: str | None, width_name: str, limit: int | None, page: str | None
+    starting_at: str | None, ending_at: str | None, width_name: str, limit: str | None, page: str | None
 ) -> Window:
+    """The page of buckets asked for. Every bound lies in [1970, 9999): a page past the last start still
+    ends within what a datetime can show."""
     if starting_at is None:
         raise invalid("starting_at: Field required")
     if width_name not in WIDTHS:
         raise invalid(f"bucket_width: Input should be {', '.join(repr(name) for name in WIDTHS)}")
     width = WIDTHS[width_name]
     default, maximum = LIMITS[width_name]
-    count = default if limit is None else limit
-    if not 1 <= count <= maximum:
-        raise invalid(f"limit: Input should be between 1 and {maximum} for bucket_width {width_name}")
-    start = int(parse_time(starting_at, "starting_at").timestamp()) // width * width
+    count = default if limit is None else _count(limit, maximum, width_name)
+    start = parse_time(starting_at, "starting_at") // width * width
     if page is not None:
-        start = _page_start(page)
-    end = int(parse_time(ending_at, "ending_at").timestamp()) if ending_at else None
+        start = _page_start(page, width)
+    end = parse_time(ending_at, "ending_at") if ending_at else None
     page_end = start + count * width
     if end is not None and end <= start and page is None:
         raise invalid("ending_at: must be after starting_at")
@@ -70,18 +72,33 @@ def window(
     return Window(start, max(last, start), width, has_more, page_end if has_more else None)
 
 
+def _count(text: str, maximum: int, width_name: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise invalid("limit: Input should be a valid integer")
+    if len(text) > 6 or not 1 <= int(text) <= maximum:
+        raise invalid(f"limit: Input should be between 1 and {maximum} for bucket_width {width_name}")
+    return int(text)
+
+
 def next_page(win: Window) -> str | None:
     if win.next_start is None:
         return None
     return "page_" + base64.urlsafe_b64encode(str(win.next_start).encode()).decode().rstrip("=")
 
 
-def _page_start(page: str) -> int:
-    try:
-        raw = page.removeprefix("page_")
-        return int(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode())
-    except ValueError:
-        raise invalid("page: invalid page token") from None
+_LAST_START = int((LATEST - EPOCH).total_seconds())
+
+
+def _page_start(page: str, width: int) -> int:
+    """The start that a `next_page` token holds: a bucket boundary in the accepted range, or a 400."""
+    raw = page.removeprefix("page_")
+    text = ""
+    if len(raw) <= 16:  # 12 digits at most
+        with contextlib.suppress(ValueError):  # not base64, or not UTF-8
+            text = base64.b64decode(raw + "=" * (-len(raw) % 4), b"-_", validate=True).decode()
+    if not (text.isascii() and text.isdigit()) or int(text) % width or int(text) >= _LAST_START:
+        raise invalid("page: invalid page token; pass the next_page of the previous response")
+    return int(text)
 
 
 def usage_report(win: Window, rows: list[dict[str, Any]], group_by: list[str]) -> dict[str, Any]:
@@ -156,4 +173,4 @@ def _page(win: Window, by_bucket: dict[int, list[dict[str, Any]]]) -> dict[str, 
 
 
 def _iso(epoch: int) -> str:
-    return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=epoch)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (EPOCH + timedelta(seconds=epoch)).strftime("%Y-%m-%dT%H:%M:%SZ")
