@@ -51,8 +51,8 @@ log = logging.getLogger("missive.engines.openai")
 # What llama-server's final chunk says, when asked (`verbose`), about how it stopped: which stop
 # sequence matched is in none of its OpenAI-shaped fields.
 LLAMA_STOP_FIELDS = ["stop_type", "stopping_word"]
-NO_TOKENIZER = {404, 405, 422, 501}
-PATH = "/v1/chat/completions"  # answers that mean "no such endpoint, or not in this shape"
+NO_TOKENIZER = {404, 405, 422, 501}  # answers that mean "no such endpoint, or not in this shape"
+PATH = "/v1/chat/completions"
 
 
 async def _chunks(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any] | None]:
