@@ -109,18 +109,39 @@ def serve_upstream(port: int) -> None:
     import uvicorn
 
     reply = json.dumps(REPLY).encode()
+    streamed = _events(REPLY)
 
     async def app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
         if scope["type"] != "http":
             return
-        more = True
+        body, more = b"", True
         while more:
-            more = (await receive()).get("more_body", False)
-        headers = [(b"content-type", b"application/json"), (b"request-id", b"req_bench")]
+            message = await receive()
+            body, more = body + message.get("body", b""), message.get("more_body", False)
+        stream = b'"stream":true' in body.replace(b" ", b"")  # as asked: Missive's engine always streams
+        kind = b"text/event-stream" if stream else b"application/json"
+        headers = [(b"content-type", kind), (b"request-id", b"req_bench")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": reply})
+        await send({"type": "http.response.body", "body": streamed if stream else reply})
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def _events(reply: dict) -> bytes:
+    """The reply as the Messages API streams it."""
+    usage = reply["usage"]
+    start = {**reply, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+    events = [
+        ("message_start", {"type": "message_start", "message": start}),
+        ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                 "delta": {"type": "text_delta", "text": reply["content"][0]["text"]}}),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                           "usage": {"output_tokens": usage["output_tokens"]}}),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+    return b"".join(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events)
 
 
 def serve_missive(port: int, bare: bool) -> None:
