@@ -22,8 +22,10 @@ Run:  .venv/bin/python bench/serving.py            (3 rounds, about 15 minutes o
       .venv/bin/python bench/serving.py --isolation   (adds Missive with its engine in the API process,
                                                       `local.isolate = false`: what the split costs)
       .venv/bin/python bench/serving.py --proxy       (adds Missive in front of that same llama-server,
-                                                      through its OpenAI-compatible engine: what the
-                                                      front costs against llama-server directly)
+                                                      through its OpenAI-compatible engine, and that
+                                                      llama-server driven directly over the same route,
+                                                      /v1/chat/completions (llama-server-chat): what
+                                                      the front costs)
 Figures are printed side by side with their ratio (missive / llama-server) and kept, with every
 round's value, in .cache/bench/serving.json. Compare figures only within one run.
 """
@@ -79,6 +81,7 @@ class Target:
     base_url: str
     headers: dict[str, str]
     cache_control: bool  # mark the system prompt (Missive); llama-server ignores the field anyway
+    chat_completions: bool = False  # driven over /v1/chat/completions instead of /v1/messages
 
 
 @contextlib.contextmanager
@@ -168,6 +171,8 @@ class Result:
 
 
 async def stream(client: httpx.AsyncClient, target: Target, body: dict) -> Result:
+    if target.chat_completions:
+        return await chat_stream(client, target, body)
     sent = time.monotonic()
     first = last = None
     output, cached = 0, 0
@@ -187,6 +192,39 @@ async def stream(client: httpx.AsyncClient, target: Target, body: dict) -> Resul
                 cached = event["message"]["usage"].get("cache_read_input_tokens") or 0
             elif event["type"] == "message_delta":
                 output = event["usage"]["output_tokens"]
+    if first is None:
+        return Result(200, output_tokens=output)
+    tps = (output - 1) / (last - first) if output > 16 and last > first else None
+    return Result(200, first - sent, tps, output, cached)
+
+
+def chat_body(body: dict) -> dict:
+    """The same request as OpenAI chat completions (what Missive's OpenAI-compatible engine sends)."""
+    system = body.get("system")
+    text = system if isinstance(system, str) or system is None else "".join(block["text"] for block in system)
+    return {"model": body["model"], "max_tokens": body["max_tokens"], "temperature": body["temperature"],
+            "stream": True, "stream_options": {"include_usage": True},
+            "messages": ([{"role": "system", "content": text}] if text else []) + body["messages"]}
+
+
+async def chat_stream(client: httpx.AsyncClient, target: Target, body: dict) -> Result:
+    sent = time.monotonic()
+    first = last = None
+    output, cached = 0, 0
+    async with client.stream("POST", f"{target.base_url}/v1/chat/completions", json=chat_body(body)) as response:
+        if response.status_code != 200:
+            await response.aread()
+            return Result(response.status_code)
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("choices") and chunk["choices"][0]["delta"].get("content"):
+                last = time.monotonic()
+                first = first or last
+            if chunk.get("usage"):
+                output = chunk["usage"]["completion_tokens"]
+                cached = (chunk["usage"].get("prompt_tokens_details") or {}).get("cached_tokens") or 0
     if first is None:
         return Result(200, output_tokens=output)
     tps = (output - 1) / (last - first) if output > 16 and last > first else None
@@ -279,10 +317,12 @@ def main() -> None:
     rounds = args.rounds or (1 if args.quick else 3)
     names = [n for n in ("missive", "llama-server") if not args.only or args.only == n]
     names += ["missive-inproc"] if args.isolation else []
-    names += ["missive-proxy"] if args.proxy and "llama-server" in names else []
+    names += ["llama-server-chat", "missive-proxy"] if args.proxy and "llama-server" in names else []
     targets: dict[str, Target] = {}
     starters = {"missive": missive, "llama-server": llama_server, "missive-inproc": lambda: missive(isolate=False),
-                "missive-proxy": lambda: missive_proxy(targets["llama-server"].base_url)}
+                "missive-proxy": lambda: missive_proxy(targets["llama-server"].base_url),
+                "llama-server-chat": lambda: contextlib.nullcontext(
+                    Target("llama-server-chat", targets["llama-server"].base_url, {}, False, chat_completions=True))}
     values: dict[str, dict[str, list[float]]] = {n: {} for n in names}
 
     def record(name: str, rows: dict[str, float]) -> None:
@@ -300,7 +340,7 @@ def main() -> None:
                 for name in names if round_ % 2 == 0 else names[::-1]:  # A B (C), then (C) B A
                     time.sleep(1)  # let the other engine's threads go idle
                     record(name, asyncio.run(phase(targets[name], phase_name, args, round_)))
-    for name in [n for n in names if n != "missive-proxy"]:  # overload with a short queue, so that shedding shows
+    for name in [n for n in names if n not in ("missive-proxy", "llama-server-chat")]:  # overload with a short queue, so that shedding shows
         shedding = {"missive": lambda: missive(max_queue=8), "missive-inproc": lambda: missive(8, isolate=False)}
         with shedding.get(name, llama_server)() as target:
             record(name, asyncio.run(overload(target, args)))
@@ -310,7 +350,7 @@ def main() -> None:
     (OUT / "serving.json").write_text(json.dumps({"figures": figures, "rounds": values}, indent=2))
     if "llama-server" in figures and len(figures) > 1:
         ratios = [(a, b) for a, b in (("missive", "llama-server"), ("missive", "missive-inproc"),
-                                      ("missive-proxy", "llama-server")) if a in figures and b in figures]
+                                      ("missive-proxy", "llama-server-chat")) if a in figures and b in figures]
         print(f"\nmedian of {rounds} round(s); ratios are the first over the second")
         print(f"{'figure':<50}" + "".join(f" {name:>14}" for name in figures)
               + "".join(f" {a + '/' + b:>28}" for a, b in ratios))

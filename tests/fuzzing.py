@@ -264,6 +264,8 @@ class Fuzzer:
             return
         if status >= 400:
             problems += error_problems(status, body, request_id)
+        elif 300 <= status < 400:
+            problems.append(f"a redirect ({status}): the API answers each path itself")
         elif status == 200 and case.path.startswith("/v1/") and not _json_object(body):
             problems.append("a 200 whose body is not a JSON object")
 

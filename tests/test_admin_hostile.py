@@ -199,6 +199,12 @@ def test_odd_ids_are_404(admin: httpx.Client, odd: str) -> None:
         assert "not found" in error_of(admin.post(path, json={"name": "x"}), 404, "not_found_error").lower()
 
 
+@pytest.mark.parametrize("path", ["/v1/messages/", f"{O}/workspaces/", "/metrics/"])
+def test_a_trailing_slash_is_a_404_not_a_redirect(admin: httpx.Client, path: str) -> None:
+    method = "POST" if path == "/v1/messages/" else "GET"
+    assert error_of(admin.request(method, path, json={}), 404, "not_found_error")
+
+
 # --- one body-size limit on every route ------------------------------------------------------------------
 
 HUGE = b'{"name": "' + b"a" * (33 * 1024 * 1024) + b'"}'

@@ -187,6 +187,7 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> Starl
             **{error: _backend_error for error in outages.BACKEND_ERRORS},
         },
     )
+    app.router.redirect_slashes = False  # `/v1/messages/` is a 404 of the API's shape, not a redirect
     app.state.settings = settings
     app.state.registry = registry
     app.state.engines = engines
