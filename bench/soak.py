@@ -292,7 +292,7 @@ class Traffic:
 
 
 @contextlib.contextmanager
-def own_server() -> Iterator[tuple[str, str, str, int]]:
+def own_server(save_log: Path) -> Iterator[tuple[str, str, str, int]]:
     with tempfile.TemporaryDirectory(prefix="missive-soak-") as root:
         process, server = launch(Path(root), CONFIG)
         try:
@@ -301,9 +301,12 @@ def own_server() -> Iterator[tuple[str, str, str, int]]:
                 raise RuntimeError(made.stderr)
             yield server.base_url, server.api_key, made.stdout.strip().splitlines()[-1], process.pid
             log = server.log()
+            save_log.parent.mkdir(parents=True, exist_ok=True)
+            save_log.write_text(log)
             print(
                 f"server log: {log.count('Traceback')} tracebacks, {log.count(' ERROR ')} ERROR lines, "
-                f"{log.count('engine process exited')} engine process restarts, {len(log) // 1024} KiB"
+                f"{log.count('engine process exited')} engine process restarts, {len(log) // 1024} KiB, "
+                f"kept in {save_log}"
             )
         finally:
             stop(process)
@@ -341,6 +344,8 @@ def main() -> None:
     parser.add_argument("--url", help="soak this server instead of starting one")
     parser.add_argument("--api-key")
     parser.add_argument("--admin-key")
+    parser.add_argument("--save-log", type=Path, default=Path(__file__).resolve().parent.parent / ".cache" / "soak" / "server.log",
+                        help="where the server's whole log is kept (its own server only)")
     parser.add_argument("--pid", type=int, help="with --url: the server's process id, for the /proc figures")
     args = parser.parse_args()
 
@@ -351,7 +356,7 @@ def main() -> None:
             base_url, api_key, admin_key, pid = args.url.rstrip("/"), args.api_key, args.admin_key, args.pid
         else:
             print("starting a Missive server ...", flush=True)
-            base_url, api_key, admin_key, pid = stack.enter_context(own_server())
+            base_url, api_key, admin_key, pid = stack.enter_context(own_server(args.save_log))
         print(f"soaking {base_url} for {args.minutes:g} minutes with {args.clients} clients", flush=True)
 
         def traffic_for() -> Traffic:

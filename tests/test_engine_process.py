@@ -84,3 +84,42 @@ def test_a_dead_engine_process_ends_its_streams_cleanly_and_comes_back(isolated:
     assert message.content
     settled = re.findall(r"settled (\w+) .*engine=local", isolated.log()[mark:])
     assert "failed" in settled and "succeeded" in settled
+
+
+def test_a_request_prepared_by_a_process_that_died_is_retryable_not_a_500() -> None:
+    """Found by bench/soak.py: prepared (counted) in the engine process that then died, and sent to the
+    new one for its generation, a request got a 500. It gets the 529 that the SDKs retry."""
+    import asyncio
+
+    from missive.engines.base import EngineUnavailable, Generation
+    from missive.engines.local.process import ProcessEngine
+    from missive.settings import LocalEngineSettings, ModelSettings
+    from missive.wire import requests as rq
+    from missive.wire.validate import normalize
+
+    async def run() -> None:
+        engine = ProcessEngine([ModelSettings(id="smollm2-135m-instruct", context_window=2048)],
+                               LocalEngineSettings(threads=1))
+        await engine.start()
+        try:
+            body = b'{"model": "smollm2-135m-instruct", "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]}'
+            params = rq.parse_body(body, rq.MessageCreateParams)
+            generation = Generation(engine.models()[0], params, normalize(params))
+            prepared = await engine.prepare(generation)
+            dead = engine._process
+            assert dead is not None and dead.pid is not None
+            os.kill(dead.pid, signal.SIGKILL)
+            for _ in range(600):  # until the new process is ready
+                await asyncio.sleep(0.05)
+                if engine._process is not dead and engine._ready is not None and engine._ready.is_set():
+                    break
+            events = prepared.generate()
+            with pytest.raises(EngineUnavailable) as refused:
+                await anext(events)
+            assert refused.value.status == 529
+            again = await engine.prepare(generation)  # the new process serves
+            assert [event async for event in again.generate()]
+        finally:
+            await engine.close()
+
+    asyncio.run(run())

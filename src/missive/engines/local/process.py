@@ -189,7 +189,7 @@ class ProcessEngine:
             input_tokens = await future
         finally:
             self._pending.pop(rid, None)
-        return ProcessPrepared(self, rid, int(input_tokens))
+        return ProcessPrepared(self, rid, int(input_tokens), self._process)
 
     async def metrics_text(self) -> bytes:
         """The engine process's metrics, in Prometheus' text format (empty while it restarts)."""
@@ -200,8 +200,11 @@ class ProcessEngine:
 
 
 class ProcessPrepared:
-    def __init__(self, engine: ProcessEngine, rid: int, input_tokens: int) -> None:
+    def __init__(
+        self, engine: ProcessEngine, rid: int, input_tokens: int, process: multiprocessing.process.BaseProcess | None
+    ) -> None:
         self.engine, self.rid, self.input_tokens = engine, rid, input_tokens
+        self.process = process  # the engine process that holds the prepared request
 
     async def generate(self) -> AsyncIterator[Event]:
         engine = self.engine
@@ -210,6 +213,8 @@ class ProcessPrepared:
         engine._streams[rid] = queue
         started = False
         try:
+            if engine._process is not self.process:  # prepared by a process that has died since
+                raise _restarting()
             engine._send("generate", rid, self.rid)
             while True:
                 message = await queue.get()
@@ -302,6 +307,8 @@ class _Child:
                 self.prepared[rid] = (now, prepared)
                 self.conn.send(("result", rid, prepared.input_tokens))
             elif kind == "generate":
+                if args[0] not in self.prepared:  # dropped after PREPARED_TTL
+                    raise EngineUnavailable(529, "Overloaded: the request waited too long after its prompt was counted")
                 _, prepared = self.prepared.pop(args[0])
                 events = prepared.generate()
                 try:
