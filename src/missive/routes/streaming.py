@@ -127,6 +127,8 @@ async def collect(builder: MessageBuilder, first: Event, events: AsyncIterator[E
                 builder.feed(event)
             finished = True
             group.cancel_scope.cancel()
+    except* ApiError as failed:  # the engine's error is the answer, not the task group's wrapper
+        raise failed.exceptions[0] from None
     finally:
         await _close(events)
     return finished
