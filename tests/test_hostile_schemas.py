@@ -78,3 +78,39 @@ def test_large_counts_are_relaxed_and_small_ones_kept() -> None:
 def test_grammar_size_is_bounded() -> None:
     for case, schema in HOSTILE.items():
         assert len(grammar.json_output(schema).gbnf) <= grammar.MAX_GRAMMAR_CHARS, case
+
+
+LAZY_TRIGGER_SCRIPT = """
+import llama_cpp
+from missive.engines.local.default_model import default_model_path
+from missive.engines.local.grammar import tool_calls
+from missive.engines.local.sampling import Sampling, TokenSampler
+from missive.engines.prompt import MISSIVE_CALLS, ToolSpec
+
+params = llama_cpp.llama_model_default_params()
+params.vocab_only = True
+model = llama_cpp.llama_model_load_from_file(str(default_model_path()).encode(), params)
+vocab = llama_cpp.llama_model_get_vocab(model)
+schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+lazy = tool_calls([ToolSpec("get_weather", "", schema)], forced=False, single=False, syntax=MISSIVE_CALLS)
+sampler = TokenSampler(vocab, Sampling(), lazy)
+tokens = (llama_cpp.llama_token * 32)()
+count = llama_cpp.llama_tokenize(vocab, b"<tool_called", 12, tokens, 32, False, True)
+*before, last = tokens[:count]
+for token in before:
+    sampler.accept(token)
+assert sampler._crosses_trigger(last), "the token completes the trigger and runs past it"
+sampler.accept(last)  # before the fix, llama.cpp aborted the process here
+print("survived")
+"""
+
+
+def test_a_token_that_runs_past_a_lazy_trigger_cannot_abort_the_engine() -> None:
+    """Found by bench/soak.py: under tool_choice auto the model wrote `<tool_` then the token `called`;
+    llama.cpp woke the grammar on `<tool_call` and replayed `called` whole into it, then aborted
+    ("Unexpected empty grammar stack after accepting piece: called (6900)")."""
+    import subprocess
+    import sys
+
+    ran = subprocess.run([sys.executable, "-c", LAZY_TRIGGER_SCRIPT], capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0 and "survived" in ran.stdout, ran.stderr[-2000:]
