@@ -28,17 +28,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from conftest import COUNTING, launch, stop  # noqa: E402
-
-CONFIG = """
-default_model = "smollm2-135m-instruct"
-
-[local]
-parallel = 4
-
-[[models]]
-id = "smollm2-135m-instruct"
-context_window = 4096
-"""
+from soak import CONFIG  # noqa: E402  (the soak's server: one model, 4 sequences)
 
 
 def one_round(streams: int, deltas: int, stagger: float) -> list[tuple[int, int]]:
