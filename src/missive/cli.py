@@ -1,4 +1,4 @@
-"""The `missive` command: serve, keys, workspaces, models."""
+"""The `missive` command: serve, keys, workspaces, batches, models."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from missive import __version__
+from missive.cli_batches import batches
 from missive.cli_platform import keys, settings_from, workspaces
 
 
@@ -88,4 +89,5 @@ def models_cmd(ctx: click.Context) -> None:
 
 
 main.add_command(keys)
+main.add_command(batches)
 main.add_command(workspaces)

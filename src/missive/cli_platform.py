@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from missive.settings import Settings, load_settings
 
-_DATA_DIR = click.option(
+DATA_DIR = click.option(
     "--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Where state lives."
 )
 
@@ -32,7 +32,7 @@ def settings_from(ctx: click.Context, **overrides: object) -> Settings:
         raise click.ClickException(f"invalid settings: {exc}") from None
 
 
-def _db(ctx: click.Context, data_dir: Path | None) -> sa.Engine:
+def open_db(ctx: click.Context, data_dir: Path | None) -> sa.Engine:
     from missive.store.db import connect
 
     settings = settings_from(ctx, data_dir=data_dir)
@@ -78,7 +78,7 @@ def keys() -> None:
     help="An admin key for the Admin API instead (of the whole organisation, "
     "or of --workspace only if one is given).",
 )
-@_DATA_DIR
+@DATA_DIR
 @click.pass_context
 def keys_create(
     ctx: click.Context,
@@ -91,7 +91,7 @@ def keys_create(
     """Create a key and print it. It is shown only this once; only its hash is stored."""
     from missive.store.keys import KeyStateError, create_admin_key, create_key
 
-    db = _db(ctx, data_dir)
+    db = open_db(ctx, data_dir)
     scope = ctx.get_parameter_source("workspace_id") != click.core.ParameterSource.DEFAULT
     try:
         if admin:
@@ -117,13 +117,13 @@ def keys_create(
 @keys.command("list")
 @click.option("--workspace", "workspace_id", help="Only this workspace's keys.")
 @click.option("--admin", is_flag=True, help="List admin keys instead.")
-@_DATA_DIR
+@DATA_DIR
 @click.pass_context
 def keys_list(ctx: click.Context, workspace_id: str | None, admin: bool, data_dir: Path | None) -> None:
     """List keys by hint (the secrets are not stored): id, hint, status, created, workspace, name."""
     from missive.store.keys import list_admin_keys, list_keys
 
-    db = _db(ctx, data_dir)
+    db = open_db(ctx, data_dir)
     if admin:
         for admin_key in list_admin_keys(db):
             state = "inactive" if admin_key.disabled_at else "active"
@@ -144,7 +144,7 @@ def keys_list(ctx: click.Context, workspace_id: str | None, admin: bool, data_di
 def _set_status(ctx: click.Context, key_id: str, status: str, data_dir: Path | None) -> None:
     from missive.store.keys import KeyStateError, disable_admin_key, update_key
 
-    db = _db(ctx, data_dir)
+    db = open_db(ctx, data_dir)
     if key_id.startswith("admkey_"):
         if status != "inactive" or not disable_admin_key(db, key_id):
             raise click.ClickException(f"no active admin key {key_id} (admin keys can only be disabled)")
@@ -159,7 +159,7 @@ def _set_status(ctx: click.Context, key_id: str, status: str, data_dir: Path | N
 
 @keys.command("disable")
 @click.argument("key_id")
-@_DATA_DIR
+@DATA_DIR
 @click.pass_context
 def keys_disable(ctx: click.Context, key_id: str, data_dir: Path | None) -> None:
     """Disable a key at once: its next request gets 401, on every front end."""
@@ -168,7 +168,7 @@ def keys_disable(ctx: click.Context, key_id: str, data_dir: Path | None) -> None
 
 @keys.command("enable")
 @click.argument("key_id")
-@_DATA_DIR
+@DATA_DIR
 @click.pass_context
 def keys_enable(ctx: click.Context, key_id: str, data_dir: Path | None) -> None:
     """Enable a disabled key again."""
@@ -177,7 +177,7 @@ def keys_enable(ctx: click.Context, key_id: str, data_dir: Path | None) -> None:
 
 @keys.command("archive")
 @click.argument("key_id")
-@_DATA_DIR
+@DATA_DIR
 @click.pass_context
 def keys_archive(ctx: click.Context, key_id: str, data_dir: Path | None) -> None:
     """Retire a key for good (it cannot be enabled again)."""
@@ -187,14 +187,14 @@ def keys_archive(ctx: click.Context, key_id: str, data_dir: Path | None) -> None
 @keys.command("rename")
 @click.argument("key_id")
 @click.argument("name")
-@_DATA_DIR
+@DATA_DIR
 @click.pass_context
 def keys_rename(ctx: click.Context, key_id: str, name: str, data_dir: Path | None) -> None:
     """Give a key a new name."""
     from missive.store.keys import KeyStateError, update_key
 
     try:
-        update_key(_db(ctx, data_dir), key_id, name=name)
+        update_key(open_db(ctx, data_dir), key_id, name=name)
     except KeyStateError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"renamed {key_id} to {name}")
@@ -226,7 +226,7 @@ def _tier(ctx: click.Context, tier: str | None) -> str | None:
 @_TIER
 @_LIMIT
 @_CREDIT
-@_DATA_DIR
+@DATA_DIR
 @click.pass_context
 def workspaces_create(
     ctx: click.Context,
@@ -240,7 +240,7 @@ def workspaces_create(
     from missive.store.workspaces import create_workspace
 
     workspace = create_workspace(
-        _db(ctx, data_dir),
+        open_db(ctx, data_dir),
         name,
         rate_limit_tier=_tier(ctx, tier),
         monthly_spend_limit=_usd(spend_limit),
@@ -252,7 +252,7 @@ def workspaces_create(
 
 @workspaces.command("list")
 @click.option("--all", "include_archived", is_flag=True, help="Include archived workspaces.")
-@_DATA_DIR
+@DATA_DIR
 @click.pass_context
 def workspaces_list(ctx: click.Context, include_archived: bool, data_dir: Path | None) -> None:
     """List workspaces: id, tier, spend this month / limit, credit, name."""
@@ -260,7 +260,7 @@ def workspaces_list(ctx: click.Context, include_archived: bool, data_dir: Path |
     from missive.store.ledger import spend_since
     from missive.store.workspaces import list_workspaces
 
-    db = _db(ctx, data_dir)
+    db = open_db(ctx, data_dir)
     since = int(month_start(datetime.now(UTC)).timestamp())
     for ws in list_workspaces(db, include_archived):
         spent = spend_since(db, ws.id, since)
@@ -277,7 +277,7 @@ def workspaces_list(ctx: click.Context, include_archived: bool, data_dir: Path |
 @_TIER
 @_LIMIT
 @_CREDIT
-@_DATA_DIR
+@DATA_DIR
 @click.pass_context
 def workspaces_update(
     ctx: click.Context,
@@ -299,7 +299,7 @@ def workspaces_update(
     if credit is not None:
         changes["credit_balance"] = _usd(credit)
     try:
-        update_workspace(_db(ctx, data_dir), workspace_id, name=name, **changes)  # type: ignore[arg-type]
+        update_workspace(open_db(ctx, data_dir), workspace_id, name=name, **changes)  # type: ignore[arg-type]
     except WorkspaceError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"updated {workspace_id}")
@@ -308,7 +308,7 @@ def workspaces_update(
 @workspaces.command("add-credit")
 @click.argument("workspace_id")
 @click.argument("usd")
-@_DATA_DIR
+@DATA_DIR
 @click.pass_context
 def workspaces_add_credit(ctx: click.Context, workspace_id: str, usd: str, data_dir: Path | None) -> None:
     """Add prepaid credit (USD) to a workspace's balance, atomically."""
@@ -318,7 +318,7 @@ def workspaces_add_credit(ctx: click.Context, workspace_id: str, usd: str, data_
     if amount is None:
         raise click.BadParameter("give an amount in USD")
     try:
-        workspace = add_credit(_db(ctx, data_dir), workspace_id, amount)
+        workspace = add_credit(open_db(ctx, data_dir), workspace_id, amount)
     except WorkspaceError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{workspace_id} credit balance: {_show_usd(workspace.credit_balance)}")
@@ -326,14 +326,14 @@ def workspaces_add_credit(ctx: click.Context, workspace_id: str, usd: str, data_
 
 @workspaces.command("archive")
 @click.argument("workspace_id")
-@_DATA_DIR
+@DATA_DIR
 @click.pass_context
 def workspaces_archive(ctx: click.Context, workspace_id: str, data_dir: Path | None) -> None:
     """Archive a workspace and all its keys, for good."""
     from missive.store.workspaces import WorkspaceError, archive_workspace
 
     try:
-        archive_workspace(_db(ctx, data_dir), workspace_id)
+        archive_workspace(open_db(ctx, data_dir), workspace_id)
     except WorkspaceError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"archived {workspace_id}")

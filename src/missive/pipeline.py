@@ -9,7 +9,7 @@
     settle     the ledger record and the buckets, once, however the generation ends (admission)
 
 The HTTP routes call `create` and `count_tokens`, then render the `Reply` as SSE or one Message; the
-batch worker will call the same. Thinking blocks are signed here for the engines that do not sign
+batch worker (batches/worker.py) calls `create` too, with `Call.batch`. Thinking blocks are signed here for the engines that do not sign
 their own (`Engine.signs_thinking`), and the signatures sent back are checked here for those same
 engines: an upstream that signs checks its own.
 """
@@ -50,6 +50,7 @@ class Call:
     version: str
     betas: Betas
     request_id: str
+    batch: bool = False  # a request of a message batch: billed as a batch, and yields to interactive ones
 
 
 Params = TypeVar("Params", rq.MessageCreateParams, rq.CountTokensParams)
@@ -147,6 +148,7 @@ class Pipeline:
             version=call.version,
             betas=call.betas.sent,
             request_id=call.request_id,
+            background=call.batch,
         )
 
     async def _run(self, call: Call, params: rq.MessageCreateParams, checked: _Checked) -> Reply:
@@ -168,6 +170,7 @@ class Pipeline:
                             prepared.input_tokens,
                             params.max_tokens,
                             call.request_id,
+                            service_tier="batch" if call.batch else "standard",
                         )
                     events = prepared.generate()
                     first = await anext(events)
@@ -189,7 +192,7 @@ class Pipeline:
                     raise
                 if not engine.signs_thinking:
                     events = _signed(events, self.thinking_key)
-                builder = MessageBuilder(new_id("msg_"), params.model)
+                builder = MessageBuilder(new_id("msg_"), params.model, admission.record.service_tier)
                 log.info(
                     "%s %s model=%s engine=%s input_tokens=%d stream=%s",
                     call.request_id,

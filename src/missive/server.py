@@ -18,6 +18,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from missive import metrics
+from missive.batches.worker import BatchWorker
 from missive.engines.base import Engine
 from missive.engines.breaker import Breaker
 from missive.engines.build import build_engines
@@ -25,7 +26,7 @@ from missive.engines.registry import Registry
 from missive.gateway import outages
 from missive.gateway.policy import Policy
 from missive.pipeline import Pipeline
-from missive.routes import admin, messages, models
+from missive.routes import admin, batches, messages, models
 from missive.settings import Settings
 from missive.store import db as store_db
 from missive.store.keys import count_keys, create_key
@@ -153,7 +154,8 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> Starl
         ensure_first_key(settings, database)
         app.state.db = database
         app.state.policy = policy = Policy(settings, database)
-        app.state.pipeline = Pipeline(registry, policy, thinking_key(settings.data_dir))
+        app.state.pipeline = pipeline = Pipeline(registry, policy, thinking_key(settings.data_dir))
+        app.state.batch_worker = worker = BatchWorker(database, pipeline, settings, policy.ledger.instance_id)
         await policy.start()
         for engine in engines:
             await engine.start()
@@ -161,6 +163,7 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> Starl
         try:
             async with anyio.create_task_group() as upkeep:
                 upkeep.start_soon(policy.ledger.run)  # heartbeat, checkpoints, recovery
+                upkeep.start_soon(worker.run)  # message batches, in the capacity interactive requests leave
                 yield
                 upkeep.cancel_scope.cancel()
         finally:
@@ -172,6 +175,7 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> Starl
     routes = [
         Route("/v1/messages", messages.create_message, methods=["POST"]),
         Route("/v1/messages/count_tokens", messages.count_tokens, methods=["POST"]),
+        *batches.routes(),
         Route("/v1/models", models.list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", models.get_model, methods=["GET"]),
         *admin.routes(),

@@ -249,6 +249,28 @@ class LedgerSettings(BaseModel):
     )
 
 
+class BatchSettings(BaseModel):
+    """Message batches: run by every front end in the capacity that interactive requests leave."""
+
+    concurrency: int | None = Field(
+        default=None,
+        ge=0,
+        description="Batch requests this front end runs at once; empty: the embedded engine's `parallel`. "
+        "0: it runs none (it still answers the batch endpoints and keeps batches' upkeep)",
+    )
+    expires_after: float = Field(default=86400.0, gt=0, description="Seconds after creation that a batch expires")
+    retention: float = Field(
+        default=29 * 86400.0, gt=0, description="Seconds after creation that a batch's results are kept"
+    )
+    max_requests: int = Field(default=100_000, ge=1, description="Requests in one batch at most")
+    max_bytes: int = Field(default=256 * 1024 * 1024, ge=1, description="Largest batch create body")
+    max_attempts: int = Field(
+        default=5, ge=1, description="Tries of a request refused as retryable (429, 529, 5xx); then it is errored"
+    )
+    poll_interval: float = Field(default=1.0, gt=0, description="Seconds between looks for queued work when idle")
+    progress_interval: float = Field(default=10.0, gt=0, description="Seconds between progress lines in the log")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MISSIVE_", env_nested_delimiter="__", extra="forbid")
 
@@ -285,6 +307,7 @@ class Settings(BaseSettings):
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
     pricing: PricingSettings = Field(default_factory=PricingSettings)
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
+    batches: BatchSettings = Field(default_factory=BatchSettings)
 
     @classmethod
     def settings_customise_sources(

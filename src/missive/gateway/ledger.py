@@ -60,7 +60,8 @@ class Ledger:
     async def open(self, record: store.Record) -> None:
         record.instance_id = self.instance_id
         created_at = now()
-        await self.writer.write(lambda conn: store.open_record(conn, record, created_at))
+        opening = store.reopen_record if record.service_tier == "batch" else store.open_record
+        await self.writer.write(lambda conn: opening(conn, record, created_at))
         self._live[record.id] = _Live(record)
 
     def progress(self, record_id: str, output_tokens: int) -> None:
@@ -75,7 +76,7 @@ class Ledger:
     ) -> Cost:
         """Settle a record this front end opened; returns its cost."""
         self._live.pop(record.id, None)
-        cost = self.pricing.cost(record.model, tokens_of(record), record.service_tier, record.engine)
+        cost = self._cost(record, status)
         settlement = _settlement(record, status, cost, stop_reason, latency_ms)
         try:
             await self._write_settlement(record.id, settlement)
@@ -86,6 +87,13 @@ class Ledger:
                 log.exception("%s could not be settled now; will retry", record.id)
             self._unsettled[record.id] = settlement
         return cost
+
+    def _cost(self, record: store.Record, status: str) -> Cost:
+        """A batch request costs nothing unless it succeeded: a failed or cut attempt is run again, or
+        ends as an errored result, which the batch discount's terms make free."""
+        if record.service_tier == "batch" and status != "succeeded":
+            return Cost(0, 0, 0, 0)
+        return self.pricing.cost(record.model, tokens_of(record), record.service_tier, record.engine)
 
     async def _write_settlement(self, record_id: str, settlement: store.Settlement) -> None:
         await self.writer.write(
@@ -144,7 +152,7 @@ class Ledger:
         for record in orphans:
             if record.instance_id == self.instance_id:
                 continue
-            cost = self.pricing.cost(record.model, tokens_of(record), record.service_tier, record.engine)
+            cost = self._cost(record, "interrupted")
             settlement = _settlement(record, "interrupted", cost, None, None)
             if await self.writer.write(
                 lambda conn, record=record, settlement=settlement: store.settle(  # type: ignore[misc]

@@ -37,9 +37,9 @@ async def call_context(request: Request) -> Call:
     return Call(principal, version, betas, request.state.request_id)
 
 
-async def read_body(request: Request) -> bytes:
-    """The body, refused with 413 past `max_request_bytes` before more than that is read."""
-    limit = request.app.state.settings.max_request_bytes
+async def read_body(request: Request, limit: int | None = None) -> bytes:
+    """The body, refused with 413 past `limit` (default `max_request_bytes`) before more than that is read."""
+    limit = limit or request.app.state.settings.max_request_bytes
     too_large = ApiError(413, "Request exceeds the maximum allowed number of bytes.")
     declared = request.headers.get("content-length")
     if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:

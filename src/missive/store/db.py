@@ -101,6 +101,39 @@ instances = sa.Table(
 )
 
 
+message_batches = sa.Table(
+    "message_batches",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("workspace_id", sa.String(64), nullable=False),
+    sa.Column("key_id", sa.String(40), nullable=False),  # the creator's key: its requests run as that key
+    sa.Column("version", sa.String(16), nullable=False),  # the anthropic-version of the create call
+    sa.Column("betas", sa.Text, nullable=False),  # its anthropic-beta names, comma-joined
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("cancel_initiated_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("archived_at", sa.DateTime(timezone=True), nullable=True),  # results purged
+)
+
+batch_requests = sa.Table(
+    "batch_requests",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),  # also its request id and ledger record id
+    sa.Column("batch_id", sa.String(40), nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("custom_id", sa.String(64), nullable=False),
+    sa.Column("params", sa.Text, nullable=True),  # the Messages request, JSON; None once purged
+    sa.Column("status", sa.String(16), nullable=False),  # store/batches.py: QUEUED ... EXPIRED
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("not_before", sa.BigInteger, nullable=True),  # epoch ms: retried after a retryable refusal
+    sa.Column("claimed_by", sa.String(40), nullable=True),  # the front end running it (instances.id)
+    sa.Column("result", sa.Text, nullable=True),  # the result object, JSON (succeeded and errored)
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+    sa.UniqueConstraint("batch_id", "custom_id", name="uq_batch_requests_custom_id"),
+)
+
+
 def connect(url: str | Path, *, migrate: bool = True, **engine_args: Any) -> sa.Engine:
     """An engine for `url` (a SQLAlchemy URL, or a path to a SQLite file), migrated to the current schema."""
     if isinstance(url, Path):

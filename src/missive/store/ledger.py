@@ -75,6 +75,18 @@ def open_record(conn: sa.Connection, record: Record, created_at: datetime) -> No
     conn.execute(_INSERT, {**record.__dict__, "created_at": created_at, **_ZERO_COSTS})
 
 
+def reopen_record(conn: sa.Connection, record: Record, created_at: datetime) -> None:
+    """Open a record whose id may have been opened before: a batch request run again after a crash or a
+    retry. The earlier attempt's row is replaced, its cost given back, so the request keeps one record."""
+    row = conn.execute(
+        sa.select(usage_records.c.cost, usage_records.c.workspace_id).where(usage_records.c.id == record.id)
+    ).first()
+    if row is not None:
+        _charge(conn, row.workspace_id, -row.cost)
+        conn.execute(usage_records.delete().where(usage_records.c.id == record.id))
+    open_record(conn, record, created_at)
+
+
 def checkpoint(conn: sa.Connection, progress: dict[str, int]) -> None:
     """Save the output tokens so far of requests still in flight."""
     for record_id, output_tokens in progress.items():

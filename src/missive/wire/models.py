@@ -44,7 +44,7 @@ def model_info(card: ModelCard, model_id: str | None = None) -> dict[str, Any]:
         "max_input_tokens": card.context_window,
         "max_tokens": card.max_output_tokens,
         "capabilities": {
-            "batch": _supported(False),
+            "batch": _supported(True),
             "citations": _supported(False),
             "code_execution": _supported(False),
             "context_management": _supported(False),
