@@ -28,6 +28,18 @@ CACHE_WRITE_TOKENS = Counter(
     "missive_prompt_cache_write_tokens", "Tokens written to cache_control prefixes", _MODEL, registry=ENGINE_REGISTRY
 )
 OUTPUT_TOKENS = Counter("missive_output_tokens", "Tokens generated", _MODEL, registry=ENGINE_REGISTRY)
+PREEMPTIONS = Counter(
+    "missive_engine_preemptions",
+    "Background (batch) sequences parked to give their slot to an interactive request",
+    _MODEL,
+    registry=ENGINE_REGISTRY,
+)
+BACKGROUND_WAITING = Gauge(
+    "missive_background_waiting",
+    "Background (batch) requests waiting for idle capacity: not yet started, or parked",
+    _MODEL,
+    registry=ENGINE_REGISTRY,
+)
 OVERLOADED = Counter("missive_overloaded", "Requests shed with 529 (queue full or waited too long)", _MODEL, registry=ENGINE_REGISTRY)
 TIME_TO_FIRST_TOKEN = Histogram(
     "missive_time_to_first_token_seconds",
@@ -60,4 +72,13 @@ ENGINE_FIRST_EVENT_SECONDS = Histogram(
 )
 FALLBACKS = Counter(
     "missive_fallbacks", "Requests passed from this engine to the next target of their route", _ENGINE, registry=REGISTRY
+)
+BATCH_REQUESTS = Gauge(
+    "missive_batch_requests",
+    "Requests of the message batches not yet ended, by state: queued, running (on any front end), done",
+    ["state"],
+    registry=REGISTRY,
+)
+BATCH_RESULTS = Counter(
+    "missive_batch_results", "Batch requests this front end finished, by result type", ["result"], registry=REGISTRY
 )

@@ -45,6 +45,7 @@ class Generation:
     version: str = "2023-06-01"  # the anthropic-version the client sent
     betas: tuple[str, ...] = ()  # the anthropic-beta names the client sent, as sent
     request_id: str = ""
+    background: bool = False  # batch work: yields its slot to interactive requests (docs/batches.md)
 
     @property
     def max_tokens(self) -> int:
