@@ -162,18 +162,26 @@ def claim(db: sa.Engine, instance_id: str, limit: int, now_ms: int) -> list[Clai
 
     PostgreSQL skips rows another front end is claiming (`FOR UPDATE SKIP LOCKED`); the update is
     conditional on the row still being queued, which is what keeps SQLite (one writer) correct too.
+    Each batch's queue is read in order on its index (batch, status, position).
     """
     ready = sa.or_(batch_requests.c.not_before.is_(None), batch_requests.c.not_before <= now_ms)
-    candidates = (
-        sa.select(batch_requests.c.id)
-        .join(message_batches, message_batches.c.id == batch_requests.c.batch_id)
-        .where(batch_requests.c.status == QUEUED, ready)
-        .order_by(message_batches.c.created_at, batch_requests.c.position)
-        .limit(limit)
-        .with_for_update(skip_locked=True, of=batch_requests)
+    open_batches = (
+        sa.select(message_batches.c.id)
+        .where(message_batches.c.ended_at.is_(None))
+        .order_by(message_batches.c.created_at, message_batches.c.id)
     )
     with db.begin() as conn:
-        ids = list(conn.execute(candidates).scalars())
+        ids: list[str] = []
+        for batch_id in conn.execute(open_batches).scalars():
+            ids += conn.execute(
+                sa.select(batch_requests.c.id)
+                .where(batch_requests.c.batch_id == batch_id, batch_requests.c.status == QUEUED, ready)
+                .order_by(batch_requests.c.position)
+                .limit(limit - len(ids))
+                .with_for_update(skip_locked=True)
+            ).scalars()
+            if len(ids) >= limit:
+                break
         if not ids:
             return []
         conn.execute(

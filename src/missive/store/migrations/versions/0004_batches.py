@@ -47,8 +47,9 @@ def upgrade() -> None:
         sa.Column("finished_at", moment, nullable=True),
         sa.UniqueConstraint("batch_id", "custom_id", name="uq_batch_requests_custom_id"),
     )
-    op.create_index("ix_batch_requests_order", "batch_requests", ["batch_id", "position"])
-    op.create_index("ix_batch_requests_status", "batch_requests", ["status", "claimed_by"])
+    op.create_index("ix_batch_requests_order", "batch_requests", ["batch_id", "position"])  # results
+    op.create_index("ix_batch_requests_queue", "batch_requests", ["batch_id", "status", "position"])  # claims, counts
+    op.create_index("ix_batch_requests_claims", "batch_requests", ["status", "claimed_by"])  # recovery
 
 
 def downgrade() -> None:
