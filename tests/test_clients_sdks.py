@@ -51,9 +51,10 @@ def forced_request(seen: Observed) -> dict[str, Any]:
 def test_every_request_got_the_status_the_client_expects(sdk: tuple[str, Observed]) -> None:
     name, seen = sdk
     assert seen.foreign == []
-    refused = [(e.status, e.body["model"], e.error["error"]["type"]) for e in seen.refused()]
+    batches = "/v1/messages/batches"  # test_batches
+    refused = [(e.status, e.body["model"], e.error["error"]["type"]) for e in seen.refused() if batches not in e.path]
     assert refused == [(404, "no-such-model", "not_found_error"), (400, MODEL, "invalid_request_error")]
-    paths = [(e.method, e.path) for e in seen.exchanges if e.status < 400]
+    paths = [(e.method, e.path) for e in seen.exchanges if e.status < 400 and batches not in e.path]
     messages, count, models = ("POST", "/v1/messages"), ("POST", "/v1/messages/count_tokens"), "/v1/models"
     # Auto-pagination, one model a page: each page after the first starts after the last one's model.
     pages = [("GET", f"{models}?limit=1")]
@@ -153,6 +154,30 @@ def test_errors_are_typed_with_the_request_id(sdk: tuple[str, Observed]) -> None
 
 
 @pytest.mark.parametrize("sdk", ["py"], indirect=True)
+def test_batches(sdk: tuple[str, Observed]) -> None:
+    """create, poll to the end, results (the SDK follows results_url), list, beta, cancel, delete."""
+    _, seen = sdk
+    out = seen.out["batches"]
+    assert "exception" not in out, out
+    created, ended = out["created"], out["ended"]
+    batch_id = created["id"]
+    assert created["processing_status"] == "in_progress" and created["request_counts"]["processing"] == 2
+    assert ended["request_counts"] == {"processing": 0, "succeeded": 1, "errored": 1, "canceled": 0, "expired": 0}
+    assert ended["results_url"].endswith(f"/v1/messages/batches/{batch_id}/results")
+    ok, refused = out["results"]["ok"], out["results"]["too-long"]
+    assert ok["type"] == "succeeded" and ok["message"]["usage"]["service_tier"] == "batch"
+    assert ok["message"]["content"][0]["type"] == "text"
+    assert refused["type"] == "errored" and refused["error"]["error"]["type"] == "invalid_request_error"
+    assert out["listed_first"] == batch_id and out["beta"] == "ended"
+    assert out["canceled"]["cancel_initiated_at"] and out["canceled"]["processing_status"] in ("canceling", "ended")
+    assert out["deleted"] == {"id": batch_id, "type": "message_batch_deleted"}
+    assert out["gone"]["not_found"] and out["gone"]["status"] == 404
+    sent = {(e.method, e.path.split("?")[0].replace(batch_id, "{id}"), e.status) for e in seen.exchanges
+            if "/batches" in e.path and batch_id in e.path}  # fmt: skip
+    assert {("GET", "/v1/messages/batches/{id}/results", 200), ("DELETE", "/v1/messages/batches/{id}", 200),
+            ("GET", "/v1/messages/batches/{id}", 404)} <= sent  # fmt: skip
+
+
 def test_python_async_client(sdk: tuple[str, Observed]) -> None:
     _, seen = sdk
     used = seen.out["async"]

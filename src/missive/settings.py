@@ -290,6 +290,12 @@ class Settings(BaseSettings):
     routes: list[RouteSettings] = Field(default_factory=list, description="Model ids with fallbacks ([[routes]])")
     circuit_breaker: BreakerSettings = Field(default_factory=BreakerSettings)
     max_request_bytes: int = 32 * 1024 * 1024
+    public_url: str | None = Field(
+        default=None,
+        description="The server's address as clients reach it (https://missive.example.com), for the URLs it "
+        "hands out (a batch's results_url). Empty: those URLs are paths, which the SDKs join to their base URL "
+        "(the Host a request arrived with is not used: a reverse proxy may have rewritten it)",
+    )
     ping_interval: float = Field(default=10.0, gt=0, description="Seconds between keep-alive pings in a stream")
     strict_betas: bool = Field(
         default=False,

@@ -134,6 +134,39 @@ async def use_async() -> dict[str, Any]:
     return {"create": summary(message), "stream_text": text, "stream_final": summary(final)}
 
 
+def batches() -> dict[str, Any]:
+    """A batch through `client.messages.batches`: create, poll, results, list, the beta namespace, cancel
+    and delete (the SDK follows `results_url` itself)."""
+    import time
+
+    requests: Any = [
+        {"custom_id": "ok", "params": {"model": MODEL, "max_tokens": 4, "messages": HELLO}},
+        {"custom_id": "too-long", "params": {"model": MODEL, "max_tokens": 10**6, "messages": HELLO}},
+    ]
+    batch = client.messages.batches.create(requests=requests)
+    deadline = time.monotonic() + 120
+    while (polled := client.messages.batches.retrieve(batch.id)).processing_status != "ended":
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"batch {batch.id} did not end")
+        time.sleep(0.3)
+    results = {line.custom_id: line.result.model_dump(mode="json") for line in client.messages.batches.results(batch.id)}
+    listed = client.messages.batches.list(limit=1)
+    beta = client.beta.messages.batches.retrieve(batch.id)
+    other = client.messages.batches.create(requests=requests[:1])
+    canceled = client.messages.batches.cancel(other.id)
+    deleted = client.messages.batches.delete(batch.id)
+    return {
+        "created": batch.model_dump(mode="json"),
+        "ended": polled.model_dump(mode="json"),
+        "results": results,
+        "listed_first": listed.data[0].id,
+        "beta": beta.processing_status,
+        "canceled": canceled.model_dump(mode="json"),
+        "deleted": deleted.model_dump(mode="json"),
+        "gone": failure(lambda: client.messages.batches.retrieve(batch.id)),
+    }
+
+
 check("create", create)
 check("stream", stream)
 check("forced_tool", forced_tool)
@@ -153,4 +186,5 @@ check(
     ),
 )
 check("async", lambda: asyncio.run(use_async()))
+check("batches", batches)
 print(json.dumps(out))

@@ -131,4 +131,33 @@ await check("bad_request", () =>
   failure(() => client.messages.create({ model: MODEL, max_tokens: 4, messages: HELLO, temperature: 0.5 })),
 );
 
+// A batch through `client.messages.batches`: create, poll, results (the SDK follows `results_url`), list,
+// the beta namespace, cancel and delete.
+await check("batches", async () => {
+  const requests = [
+    { custom_id: "ok", params: { model: MODEL, max_tokens: 4, messages: HELLO } },
+    { custom_id: "too-long", params: { model: MODEL, max_tokens: 1_000_000, messages: HELLO } },
+  ];
+  const batch = await client.messages.batches.create({ requests });
+  const deadline = Date.now() + 120_000;
+  let polled = await client.messages.batches.retrieve(batch.id);
+  while (polled.processing_status !== "ended") {
+    if (Date.now() > deadline) throw new Error(`batch ${batch.id} did not end`);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    polled = await client.messages.batches.retrieve(batch.id);
+  }
+  const results = {};
+  for await (const line of await client.messages.batches.results(batch.id)) results[line.custom_id] = line.result;
+  const listed = await client.messages.batches.list({ limit: 1 });
+  const beta = await client.beta.messages.batches.retrieve(batch.id);
+  const other = await client.messages.batches.create({ requests: requests.slice(0, 1) });
+  const canceled = await client.messages.batches.cancel(other.id);
+  const deleted = await client.messages.batches.delete(batch.id);
+  const gone = await failure(() => client.messages.batches.retrieve(batch.id));
+  return {
+    created: batch, ended: polled, results, listed_first: listed.data[0].id, beta: beta.processing_status,
+    canceled, deleted, gone,
+  };
+});
+
 console.log(JSON.stringify(out));

@@ -23,8 +23,8 @@ BASE = "/v1/messages/batches"
 
 
 def _url_for(request: Request) -> service.UrlFor:
-    """Results URLs that point at this server, as the client reached it (the SDKs fetch them verbatim)."""
-    base = str(request.base_url).rstrip("/")
+    """Results URLs: under `public_url`, or paths, which the SDKs join to the base URL they were given."""
+    base = (request.app.state.settings.public_url or "").rstrip("/")
     return lambda batch_id: f"{base}{BASE}/{batch_id}/results"
 
 
