@@ -92,6 +92,10 @@ to = ["remote-smollm2", "smollm2-135m-instruct"]
 [circuit_breaker]
 failures = 2
 cool_down = 60
+
+[batches]
+concurrency = 3  # one more than llama-server's max_concurrency: batch work waits for the cap
+poll_interval = 0.2
 """
 
 HI = [{"role": "user", "content": "Say hi."}]
@@ -236,6 +240,27 @@ def test_a_forced_tool_call_streams_its_input_valid_per_schema(client: anthropic
     assert call.name == "get_weather" and call.id.startswith("toolu_")
     assert len(partial) > 1 and json.loads("".join(partial)) == call.input
     jsonschema.validate(call.input, WEATHER["input_schema"])
+
+
+def test_a_batch_runs_through_the_upstream_within_its_concurrency_cap(client: anthropic.Anthropic, front: Server) -> None:
+    requests = [{"custom_id": f"r{i}", "params": {"model": "remote-smollm2", "max_tokens": 6, "messages": HI}}
+                for i in range(5)]  # fmt: skip
+    batch = client.messages.batches.create(requests=requests)
+    deadline = time.monotonic() + 120
+    while client.messages.batches.retrieve(batch.id).processing_status != "ended":
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    results = list(client.messages.batches.results(batch.id))
+    assert sorted(line.custom_id for line in results) == [f"r{i}" for i in range(5)]
+    assert all(line.result.type == "succeeded" for line in results), results
+    assert {line.result.message.usage.service_tier for line in results} == {"batch"}
+    records = [ledger(front, request_id) for request_id in _batch_request_ids(front, batch.id)]
+    assert {(row["engine"], row["service_tier"], row["status"]) for row in records} == {("llama-server", "batch", "succeeded")}
+
+
+def _batch_request_ids(front: Server, batch_id: str) -> list[str]:
+    with sqlite3.connect(front.data_dir / "missive.db") as conn:
+        return [row[0] for row in conn.execute("SELECT id FROM batch_requests WHERE batch_id = ?", (batch_id,))]
 
 
 def test_the_upstreams_tool_calls_become_tool_use_blocks_and_go_back_as_history(
