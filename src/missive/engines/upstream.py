@@ -2,7 +2,8 @@
 
 `Upstream` is one remote server as an engine holds it: the model cards its settings list, the key
 read from the environment at start, one httpx client with the settings' timeouts, the keep-alive
-decision, and the `max_concurrency` slots. `Upstream.open` runs the part of a request before its first
+decision, and the `max_concurrency` slots (slots.py: interactive requests before batch work).
+`Upstream.open` runs the part of a request before its first
 event (slot, request, status, first event) under `first_token_timeout`, and turns every failure there
 into what engines/base.py's contract asks: `EngineUnavailable` where another engine could serve.
 
@@ -27,7 +28,6 @@ connection lost / silent mid-stream  ApiError 500 api_error / 504 timeout_error:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -39,6 +39,7 @@ import anyio
 import httpx
 
 from missive.engines.base import EngineUnavailable, Generation
+from missive.engines.slots import SlotPool
 from missive.settings import EngineSettings
 from missive.wire import requests as rq
 from missive.wire.errors import ERROR_TYPES, RETRYABLE, ApiError, invalid
@@ -99,7 +100,7 @@ class Upstream:
         self.server: str | None = None
         self.keep_alive: bool | None = None
         self._client: httpx.AsyncClient | None = None
-        self.slots = asyncio.Semaphore(config.max_concurrency) if config.max_concurrency else None
+        self.slots = SlotPool(config.max_concurrency) if config.max_concurrency else None
         self._upstream_names = {model.id: model.upstream or model.id for model in config.models}
 
     async def start(self) -> None:
@@ -193,14 +194,22 @@ class Upstream:
         first: Callable[[httpx.Response], Awaitable[First]],
     ) -> First:
         """Take a slot, post a streaming request, check its status and read up to its first event (`first`),
-        all within `first_token_timeout`. The slot and the response stay open on `stack`."""
+        all within `first_token_timeout`. The slot and the response stay open on `stack`.
+
+        A background request (batch work) waits for its slot without a time limit, behind every
+        interactive one (slots.py); its `first_token_timeout` starts once it holds the slot."""
         timeout = self.config.first_token_timeout
-        waiting_for_slot = self.slots is not None
+        slots = self.slots
+        if slots is not None and generation.background:
+            await slots.acquire(background=True)
+            stack.callback(slots.release)
+            slots = None  # held
+        waiting_for_slot = slots is not None
         try:
             with anyio.fail_after(timeout):
-                if self.slots is not None:
-                    await self.slots.acquire()
-                    stack.callback(self.slots.release)
+                if slots is not None:
+                    await slots.acquire()
+                    stack.callback(slots.release)
                     waiting_for_slot = False
                 response = await stack.enter_async_context(
                     self.client.stream("POST", path, json=body, headers={**headers, **self.connection_headers()})

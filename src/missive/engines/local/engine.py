@@ -4,7 +4,8 @@
 takes seconds; the tokenizer only reads the vocabulary). Once admitted, `generate` hands it to the
 model's scheduler thread as a `Job`; its events come back through an asyncio queue. Closing the event
 iterator (a client that went away) sets the job's cancel flag, and the scheduler frees its sequence
-at the next step.
+at the next step. A background generation (batch work) yields its slot to interactive ones
+(scheduler.py).
 """
 
 from __future__ import annotations
@@ -123,6 +124,7 @@ class LocalPrepared:
             thinking=generation.model.capabilities.thinking and _thinking_on(params),
             thinking_budget=params.thinking.budget_tokens if isinstance(params.thinking, rq.ThinkingEnabled) else None,
             show_thinking=getattr(params.thinking, "display", None) != "omitted",
+            background=generation.background,
             **_constraints(params, calls),
             emit=lambda event: loop.call_soon_threadsafe(events.put_nowait, event),
         )

@@ -12,6 +12,15 @@ Each step:
   3. decodes one token for every sequence that is generating (those whose prompt just ended too),
      in one forward pass.
 New requests join and finished ones leave between steps. A cancelled job leaves at the next step.
+
+Priority: interactive requests always go first; batch work (`Job.background`) yields. Background jobs
+wait in a queue of their own and are admitted only while no interactive job waits. When an
+interactive job waits and no slot is free, the background sequence that started last (least work
+lost) is preempted at the next step: it is parked with all its state (sampler, parsers, counts, its
+sampled `pending` token) and its client only sees a pause. Once a slot is free and no interactive
+job waits, parked sequences resume first (FIFO), then new background jobs. A resumed sequence puts
+back the tokens it had in the KV cache (prompt and output so far): what its slot still holds is
+reused, the rest is prefilled again (a refill), and decoding goes on from the pending token.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import bisect
 import codecs
 import collections
 import ctypes
+import itertools
 import logging
 import threading
 import time
@@ -69,6 +79,7 @@ class Job:
     thinking: bool = False  # the output starts inside <think>
     thinking_budget: int | None = None
     show_thinking: bool = True  # display "omitted": the block keeps its signature, not its text
+    background: bool = False  # batch work: admitted only into idle capacity, preempted for interactive jobs
     submitted: float = field(default_factory=time.monotonic)
     cancelled: threading.Event = field(default_factory=threading.Event)
 
@@ -105,14 +116,29 @@ class Sequence:
         default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace")
     )
     stops: StopMatcher = field(default_factory=lambda: StopMatcher([]))
+    order: int = 0  # admission order: preemption takes the background sequence admitted last
+    # While parked: the tokens it had in the KV cache, and where the passes that computed them ended.
+    kv: list[int] = field(default_factory=list)
+    kv_ends: list[int] = field(default_factory=list)
+    # After a resume: the tokens to put back in the KV cache before it goes on, and its chunk ends.
+    refill: list[int] = field(default_factory=list)
+    refill_ends: list[int] = field(default_factory=list)
 
     @property
     def n_past(self) -> int:
         return len(self.slot.tokens)
 
     @property
+    def refilling(self) -> bool:
+        return self.n_past < len(self.refill)
+
+    @property
     def prefilling(self) -> bool:
-        return self.n_past < len(self.job.prompt.tokens)
+        return self.refilling or self.n_past < len(self.job.prompt.tokens)
+
+    def next_token(self) -> int:
+        """The token that follows its KV contents: the sampled `pending` one, or the prompt's next."""
+        return self.pending if self.pending is not None else self.job.prompt.tokens[len(self.kv)]
 
 
 class Scheduler:
@@ -127,8 +153,11 @@ class Scheduler:
         self.clock = clock
         self.cache = PromptCache(settings.prompt_cache_mib * 1024 * 1024, clock)
         self.slots = [Slot(seq_id) for seq_id in range(model.parallel)]
-        self.waiting: collections.deque[Job] = collections.deque()
+        self.waiting: collections.deque[Job] = collections.deque()  # interactive jobs
+        self.background: collections.deque[Job] = collections.deque()  # batch jobs, not yet started
+        self.parked: collections.deque[Sequence] = collections.deque()  # preempted batch sequences
         self.running: list[Sequence] = []
+        self.admissions = itertools.count()
         self.lock = threading.Lock()
         self.wake = threading.Event()
         self.stopping = False
@@ -148,13 +177,20 @@ class Scheduler:
         self.thread.join(timeout)
 
     def submit(self, job: Job) -> None:
+        """Queue a job. Interactive jobs past `max_queue` (beyond the slots they can have: free ones and
+        those of background sequences, which they preempt) are refused with a 529. Background jobs
+        are never refused here: the batch worker bounds how many it has in flight."""
         with self.lock:
-            free = sum(not slot.busy for slot in self.slots)
-            if len(self.waiting) >= self.settings.max_queue + free:
-                metrics.OVERLOADED.labels(**self.labels).inc()
-                raise overloaded()
-            self.waiting.append(job)
-            metrics.QUEUE_DEPTH.labels(**self.labels).set(len(self.waiting))
+            if job.background:
+                self.background.append(job)
+            else:
+                free = sum(not slot.busy for slot in self.slots)
+                preemptible = sum(s.job.background for s in list(self.running))
+                if len(self.waiting) >= self.settings.max_queue + free + preemptible:
+                    metrics.OVERLOADED.labels(**self.labels).inc()
+                    raise overloaded()
+                self.waiting.append(job)
+            self._queue_metrics()
         self.wake.set()
 
     # --- worker thread ---------------------------------------------------------------------------
@@ -178,27 +214,114 @@ class Scheduler:
                     self._clear(slot)
 
     def _admit(self) -> None:
-        now = time.monotonic()
+        """Interactive jobs first, preempting background sequences for them; then, only into capacity that
+        no interactive job wants, parked sequences (FIFO) and new background jobs."""
         with self.lock:
-            while self.waiting:
-                job = self.waiting[0]
-                if job.cancelled.is_set():
-                    self.waiting.popleft()
-                elif now - job.submitted > self.settings.max_queue_wait:
-                    self.waiting.popleft()
-                    metrics.OVERLOADED.labels(**self.labels).inc()
-                    job.emit(overloaded())
-                elif any(not slot.busy for slot in self.slots):
-                    self.waiting.popleft()
-                    try:
-                        self._start(job)
-                    except Exception as exc:
-                        log.exception("could not start a generation")
-                        job.emit(exc)
-                else:
-                    break
-            metrics.QUEUE_DEPTH.labels(**self.labels).set(len(self.waiting))
+            self._drop_cancelled_background()
+            self._admit_interactive()
+            if not self.waiting:
+                while self.parked and self._free():
+                    self._try_resume(self.parked.popleft())
+                while self.background and self._free():
+                    self._try_start(self.background.popleft())
+            self._queue_metrics()
         metrics.ACTIVE_SEQUENCES.labels(**self.labels).set(len(self.running))
+
+    def _admit_interactive(self) -> None:
+        now = time.monotonic()
+        while self.waiting:
+            job = self.waiting[0]
+            if job.cancelled.is_set():
+                self.waiting.popleft()
+            elif now - job.submitted > self.settings.max_queue_wait:
+                self.waiting.popleft()
+                metrics.OVERLOADED.labels(**self.labels).inc()
+                job.emit(overloaded())
+            elif self._free() or self._preempt():
+                self._try_start(self.waiting.popleft())
+            else:
+                break
+
+    def _free(self) -> bool:
+        return any(not slot.busy for slot in self.slots)
+
+    def _try_start(self, job: Job) -> None:
+        try:
+            self._start(job)
+        except Exception as exc:
+            log.exception("could not start a generation")
+            job.emit(exc)
+
+    def _try_resume(self, sequence: Sequence) -> None:
+        try:
+            self._resume(sequence)
+        except Exception as exc:
+            log.exception("could not resume a generation")
+            if sequence in self.running:
+                self._leave(sequence)
+            else:
+                sequence.sampler.close()
+            sequence.job.emit(exc)
+
+    def _drop_cancelled_background(self) -> None:
+        """Background jobs wait for as long as interactive ones keep the slots, so their cancellations are
+        swept at every step, not only when they reach the head of their queue."""
+        if any(job.cancelled.is_set() for job in self.background):
+            self.background = collections.deque(job for job in self.background if not job.cancelled.is_set())
+        for sequence in [s for s in self.parked if s.job.cancelled.is_set()]:
+            log.info("parked generation cancelled after %d tokens", sequence.generated)
+            self.parked.remove(sequence)
+            sequence.sampler.close()  # its slot is no longer its own: nothing else to free
+
+    def _queue_metrics(self) -> None:
+        metrics.QUEUE_DEPTH.labels(**self.labels).set(len(self.waiting))
+        metrics.BACKGROUND_WAITING.labels(**self.labels).set(len(self.background) + len(self.parked))
+
+    # --- preemption ------------------------------------------------------------------------------
+
+    def _preempt(self) -> bool:
+        """Park the background sequence admitted last (it has the least work to lose, and the older ones
+        keep making progress), freeing its slot; False when no background sequence runs."""
+        candidates = [s for s in self.running if s.job.background and not s.job.cancelled.is_set()]
+        if not candidates:
+            return False
+        sequence = max(candidates, key=lambda s: s.order)
+        slot = sequence.slot
+        # What it needs back in the KV cache: what the slot holds, or all of an unfinished refill.
+        kv = sequence.refill if sequence.refilling else slot.tokens
+        sequence.kv = list(kv)
+        sequence.kv_ends = list(slot.ends)  # how the part the slot holds was computed: for reuse at resume
+        sequence.refill, sequence.refill_ends = [], []
+        self.running.remove(sequence)
+        slot.busy = False  # its KV stays resident: if nobody takes the slot, the resume reuses it all
+        slot.last_used = time.monotonic()
+        self.parked.append(sequence)
+        metrics.PREEMPTIONS.labels(**self.labels).inc()
+        log.info("background generation parked after %d tokens (%d in the KV cache)", sequence.generated, len(kv))
+        return True
+
+    def _resume(self, sequence: Sequence) -> None:
+        """Give a parked sequence a slot again and plan the refill of what the slot does not hold.
+
+        The slot is chosen as for a new job (`_choose_slot`): the one of its workspace that keeps the
+        longest prefix computed in the same passes. The refill passes end at the prompt's own chunk
+        ends over the prompt, so the prompt's KV numbers are those of the first prefill; the output
+        tokens, first computed one pass each, are computed again in chunks. Nothing is saved to the
+        prompt cache here: its writes belong to the first prefill only.
+        """
+        kv, workspace = sequence.kv, sequence.job.workspace
+        slot, reused = self._choose_slot([*kv, sequence.next_token()], sequence.kv_ends, workspace)
+        slot.busy, slot.workspace = True, workspace
+        sequence.slot = slot
+        self.running.append(sequence)
+        self._truncate(slot, reused)
+        prompt_length = len(sequence.job.prompt.tokens)
+        sequence.refill = kv
+        sequence.refill_ends = refill_ends(sequence.ends, prompt_length, len(kv), self.settings.prefill_chunk)
+        sequence.kv, sequence.kv_ends = [], []
+        metrics.PREFIX_TOKENS_REUSED.labels(**self.labels).inc(reused)
+        refill = len(kv) - reused
+        log.info("background generation resumed in slot %d: %d tokens reused, %d to refill", slot.seq_id, reused, refill)
 
     def _start(self, job: Job) -> None:
         """Give a job a slot, reuse what the KV cache already holds, and report its input usage."""
@@ -249,6 +372,7 @@ class Scheduler:
             stops=StopMatcher(job.stops),
             calls=CallParser(job.calls) if job.calls is not None else None,
             thinking=ThinkingSplitter() if job.thinking else None,
+            order=next(self.admissions),
         )
         for position, ttl in usage_plan.writes:
             if position == keep:  # the slot already holds exactly this prefix
@@ -334,14 +458,17 @@ class Scheduler:
             log.info("generation cancelled after %d tokens", sequence.generated)
             self._leave(sequence)
         budget = self.settings.prefill_chunk  # prompt tokens per step: one long chunk, or several short prompts
-        for sequence in [s for s in self.running if s.prefilling and not s.job.cancelled.is_set()]:
+        prefilling = [s for s in self.running if s.prefilling and not s.job.cancelled.is_set()]
+        for sequence in sorted(prefilling, key=lambda s: s.job.background):  # interactive prompts first
             if budget <= 0:
                 break
-            budget -= self._prefill_chunk(sequence)
+            budget -= self._refill_chunk(sequence) if sequence.refilling else self._prefill_chunk(sequence)
         # A prompt that was just finished joins this decode pass, so its slot is no gap in it. In
         # sequence-id order: llama.cpp runs sequences with separate KV streams in one pass only while
         # their ids follow each other in the batch; out of order or with gaps, one step takes several passes.
-        decoding = sorted((s for s in self.running if s.pending is not None), key=lambda s: s.slot.seq_id)
+        # A sequence still refilling holds its pending token back until its KV cache is whole again.
+        ready = (s for s in self.running if s.pending is not None and not s.refilling)
+        decoding = sorted(ready, key=lambda s: s.slot.seq_id)
         if decoding:
             self.batch.reset()
             for sequence in decoding:
@@ -372,6 +499,21 @@ class Scheduler:
                 self._finish(sequence, "max_tokens")
             else:
                 self._sample(sequence, end - start - 1)
+        return end - start
+
+    def _refill_chunk(self, sequence: Sequence) -> int:
+        """Put the next chunk of a resumed sequence's former KV contents back, in a forward pass of its own
+        (no logits: the token that follows is already known); returns its length. No cache writes."""
+        tokens, start = sequence.refill, sequence.n_past
+        end = sequence.refill_ends[bisect.bisect_right(sequence.refill_ends, start)]
+        self.batch.reset()
+        for position in range(start, end):
+            self._add(tokens[position], position, sequence.slot.seq_id, False)
+        self._decode()
+        sequence.slot.tokens.extend(tokens[start:end])
+        sequence.slot.ends.append(end)
+        if end == len(tokens):
+            sequence.refill, sequence.refill_ends = [], []
         return end - start
 
     def _add(self, token: int, position: int, seq_id: int, logits: bool) -> None:
@@ -522,6 +664,16 @@ def chunk_ends(prompt: Prompt, chunk: int) -> list[int]:
     if prompt.breakpoints:
         ends.update(p for p in prompt.boundaries if 0 < p < length)
     return sorted(ends)
+
+
+def refill_ends(prompt_ends: list[int], prompt_length: int, length: int, chunk: int) -> list[int]:
+    """Where the refill of a resumed sequence's first `length` KV tokens ends its passes: at the prompt's
+    own chunk ends over the prompt (the same numbers as its first prefill), then every `chunk` tokens
+    of its output so far, and at `length`."""
+    ends = [end for end in prompt_ends if end <= length]
+    if length > prompt_length:
+        ends += [*range(prompt_length + chunk, length, chunk), length]
+    return ends
 
 
 def reusable(slot: Slot, tokens: list[int], ends: list[int]) -> int:
