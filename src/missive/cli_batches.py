@@ -36,7 +36,7 @@ def batches() -> None:
 @DATA_DIR
 @click.pass_context
 def batches_list(ctx: click.Context, workspace_id: str | None, data_dir: Path | None) -> None:
-    """id, status, done/total, created, workspace; newest first."""
+    """List batches, newest first: id, status, done/total, created, workspace."""
     from missive.store import batches as store
     from missive.wire.batches import RESULTS
 
@@ -57,7 +57,7 @@ def batches_list(ctx: click.Context, workspace_id: str | None, data_dir: Path | 
 @DATA_DIR
 @click.pass_context
 def batches_show(ctx: click.Context, batch_id: str, data_dir: Path | None) -> None:
-    """The batch as the API shows it, and its requests by state now."""
+    """Show a batch as the API does, and its requests by state now (the real progress)."""
     from missive.store import batches as store
 
     db = open_db(ctx, data_dir)
@@ -77,7 +77,7 @@ def batches_show(ctx: click.Context, batch_id: str, data_dir: Path | None) -> No
 @DATA_DIR
 @click.pass_context
 def batches_cancel(ctx: click.Context, batch_id: str, data_dir: Path | None) -> None:
-    """Cancel: queued requests are canceled at once, running ones finish."""
+    """Cancel a batch: its queued requests are canceled at once, running ones finish."""
     db = open_db(ctx, data_dir)
     try:
         batch = _service().cancel(db, batch_id, None)
