@@ -16,7 +16,9 @@ Whatever the request, the answer (`problems`) must be:
 Generation stays cheap: a request that could be valid asks for `max_tokens` 1 to 4, or streams (the
 client reads a stream for a few seconds at most, then closes it, which cancels the generation).
 The Admin API's writes only touch a workspace and a key made for the fuzzer (`Targets`), so that
-other tests sharing the server keep their keys, workspaces and limits.
+other tests sharing the server keep their keys, workspaces and limits. Message batches run for real:
+their requests never stream and ask for `max_tokens` 4 at most, and the batch the id cases aim at is
+the fuzzer's own (made, and run to its end, by `prepare`).
 """
 
 from __future__ import annotations
@@ -266,6 +268,8 @@ class Fuzzer:
             problems += error_problems(status, body, request_id)
         elif 300 <= status < 400:
             problems.append(f"a redirect ({status}): the API answers each path itself")
+        elif status == 200 and case.path.startswith("/v1/messages/batches/") and case.path.endswith("/results"):
+            problems += results_problems(body)
         elif status == 200 and case.path.startswith("/v1/") and not _json_object(body):
             problems.append("a 200 whose body is not a JSON object")
 
@@ -275,6 +279,23 @@ def _json_object(body: bytes) -> bool:
         return isinstance(json.loads(body), dict)
     except ValueError:
         return False
+
+
+def results_problems(body: bytes) -> list[str]:
+    """What is wrong with a 200 of a batch's results: JSONL, each line an object with `custom_id` and
+    `result`, no blank lines (a batch holds one request at least, so at least one line)."""
+    if not body.endswith(b"\n"):
+        return [f"batch results that do not end with a newline: {body[-200:]!r}"]
+    problems = []
+    for number, line in enumerate(body[:-1].split(b"\n"), 1):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            problems.append(f"results line {number} is not JSON: {line[:200]!r}")
+            continue
+        if not isinstance(value, dict) or not isinstance(value.get("custom_id"), str) or "result" not in value:
+            problems.append(f"results line {number} is not an object with custom_id and result: {line[:200]!r}")
+    return problems[:5]
 
 
 # --- who the fuzzer is, on the server ---------------------------------------------------------------
@@ -289,10 +310,11 @@ class Targets:
     models: tuple[str, ...]
     workspace_id: str
     key_id: str
+    batch_id: str  # a message batch of one request, made with `api_key` (ended, unless its run was slow)
 
 
-def prepare(base_url: str, admin_key: str) -> Targets:
-    """Make the fuzzer's workspaces and keys through the Admin API."""
+def prepare(base_url: str, admin_key: str, batch_wait: float = 60.0) -> Targets:
+    """Make the fuzzer's workspaces and keys through the Admin API, and a message batch of its own."""
     headers = {"x-api-key": admin_key, "anthropic-version": "2023-06-01"}
     with httpx.Client(base_url=base_url, headers=headers, timeout=30) as admin:
 
@@ -307,8 +329,20 @@ def prepare(base_url: str, admin_key: str) -> Targets:
         target_key = made("/v1/organizations/api_keys", {"name": "fuzz target", "workspace_id": target["id"]})
         listed = admin.get("/v1/models", params={"limit": 1000}, headers={"x-api-key": key})
         assert listed.status_code == 200, listed.text
-    models = tuple(model["id"] for model in listed.json()["data"])
-    return Targets(key, admin_key, models, target["id"], target_key["id"])
+        models = tuple(model["id"] for model in listed.json()["data"])
+        one = {"model": models[0] if models else "smollm2-135m-instruct", "max_tokens": 1,
+               "messages": [{"role": "user", "content": "Hi"}]}  # fmt: skip
+        batch = admin.post("/v1/messages/batches", json={"requests": [{"custom_id": "fuzz", "params": one}]},
+                           headers={"x-api-key": key})  # fmt: skip
+        assert batch.status_code == 200, f"/v1/messages/batches: {batch.status_code} {batch.text}"
+        batch_id = batch.json()["id"]
+        deadline = time.monotonic() + batch_wait  # ended, its results are a 200 and it can be deleted
+        while time.monotonic() < deadline:
+            state = admin.get(f"/v1/messages/batches/{batch_id}", headers={"x-api-key": key})
+            if state.status_code != 200 or state.json().get("processing_status") == "ended":
+                break
+            time.sleep(0.3)
+    return Targets(key, admin_key, models, target["id"], target_key["id"], batch_id)
 
 
 # --- values ------------------------------------------------------------------------------------------
@@ -857,6 +891,65 @@ def _cheap(draw: st.DrawFn, body: Any) -> Any:
     return body
 
 
+# --- the Message Batches API bodies ---------------------------------------------------------------
+
+CUSTOM_IDS = ["a", "req-1", "req_2", "A-b_9", "0", "-", "x" * 64]
+BAD_CUSTOM_IDS = [
+    "", "x" * 65, "has space", "é", "a/b", "a.b", "a:b", "a\x00", "\ud800", "a\n", "😀", " a", "a ", "a" * 10_000,
+]  # fmt: skip
+BATCH_IDS = ["msgbatch_nosuchbatch", "msgbatch_", "MSGBATCH_X", "msgbatch_%00", "msgbatch_..%2F", "req_01", "fuzz"]
+
+
+def custom_ids() -> st.SearchStrategy[Any]:
+    return weighted((10, st.sampled_from(CUSTOM_IDS)), (2, st.sampled_from(BAD_CUSTOM_IDS)), (1, hostile()))
+
+
+@st.composite
+def batch_items(draw: st.DrawFn, models: tuple[str, ...]) -> dict[str, Any]:
+    """One `{"custom_id", "params"}`, sometimes short of a field or with one too many."""
+    item = {"custom_id": draw(custom_ids()), "params": draw(mostly(message_bodies(models), hostile(), 12))}
+    how = draw(st.sampled_from(["sound"] * 14 + ["no custom_id", "no params", "extra"]))
+    if how == "no custom_id":
+        del item["custom_id"]
+    elif how == "no params":
+        del item["params"]
+    elif how == "extra":
+        item[draw(st.sampled_from(["method", "url", "body", "extra", "", "customId", "custom_id "]))] = draw(hostile())
+    return item
+
+
+@st.composite
+def batch_bodies(draw: st.DrawFn, models: tuple[str, ...]) -> Any:
+    """A create body, `{"requests": [...]}` of one to three items, then broken a little (`mutated`)."""
+    items = [draw(batch_items(models)) for _ in range(draw(st.sampled_from([1, 1, 1, 2, 3])))]
+    if len(items) > 1 and draw(st.integers(0, 3)) == 0 and "custom_id" in items[0]:
+        items[-1]["custom_id"] = items[0]["custom_id"]  # a duplicate
+    body: dict[str, Any] = {"requests": draw(weighted((12, st.just(items)), (1, st.just([])), (1, hostile())))}
+    if draw(st.integers(0, 9)) == 0:
+        body[draw(st.sampled_from(["extra", "model", "messages", "max_tokens", "", "requests "]))] = draw(hostile())
+    return _tiny(draw, draw(mutated(body, most=2)))
+
+
+def _tiny(draw: st.DrawFn, body: Any) -> Any:
+    """A batch's requests run for real on the shared server: none streams, none asks for more than 4
+    tokens (any number a request could take as a `max_tokens` above 4 becomes 1 to 4)."""
+    items = body.get("requests") if isinstance(body, dict) else None
+    for item in items if isinstance(items, list) else []:
+        params = item.get("params") if isinstance(item, dict) else None
+        if not isinstance(params, dict):
+            continue
+        params.pop("stream", None)
+        tokens = params.get("max_tokens")
+        if isinstance(tokens, str):
+            try:
+                tokens = float(tokens)
+            except ValueError:
+                continue
+        if isinstance(tokens, (int, float)) and not isinstance(tokens, bool) and 4 < tokens <= 10**6:
+            params["max_tokens"] = draw(st.integers(1, 4))
+    return body
+
+
 # --- the Admin API bodies -----------------------------------------------------------------------------
 
 MONEY = [
@@ -983,11 +1076,35 @@ def strategies(targets: Targets, large: bool = False) -> dict[str, st.SearchStra
                    "status": ["active", "archived", "x"], "after_id": [t.workspace_id, t.key_id], "before_id": [t.key_id]}  # fmt: skip
     methods = ["PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "FOO", "GET", "POST", "HEAD"]
     paths = [
-        "/", "/v1", "/v1/", "/v1/messages", "/v1/messages/", "/v1/messages/batches", "/v1/complete", "/v2/messages",
+        "/", "/v1", "/v1/", "/v1/messages", "/v1/messages/", "/v1/complete", "/v2/messages",
         "//v1/messages", "/v1/messages/../models", "/%00", "/v1/models/", "/.env", "/metrics/", "/v1/organizations",
         "/v1/organizations/me", "/v1/files", "/v1/organizations/workspaces/default/members", "/" + "a" * 2000,
-        "/v1/%ff", "/v1/models%2F..", "/favicon.ico", "/v1/messages/count_tokens/x",
+        "/v1/%ff", "/v1/models%2F..", "/favicon.ico", "/v1/messages/count_tokens/x", "/v1/messages/batches/x/results/y",
     ]  # fmt: skip
+
+    batches = "/v1/messages/batches"
+    batch_ids = weighted((4, _ids([t.batch_id] * 2)), (1, st.sampled_from(BATCH_IDS)))  # the real one about half the time
+    beta_noise = st.sampled_from(["", "", "", "beta=true", "beta=false", "beta=true&beta=x"])
+    batch_query = ["beta"]
+    batch_values = {"beta": ["true", "false"]}
+    batch_list_values = {**batch_values, "limit": list_values["limit"], "after_id": [t.batch_id, "msgbatch_nosuchbatch"],
+                         "before_id": [t.batch_id]}  # fmt: skip
+
+    @st.composite
+    def batch_create_case(draw: st.DrawFn) -> Case:
+        body = draw(encoded(draw(batch_bodies(models)), large))
+        return Case("POST /v1/messages/batches", "POST", batches, draw(beta_noise), draw(api()), body)
+
+    def batch_id_case(route: str, method: str, suffix: str = "") -> st.SearchStrategy[Case]:
+        """Cancel and delete: no body of their own, but one may come."""
+
+        @st.composite
+        def case(draw: st.DrawFn) -> Case:
+            body = draw(st.sampled_from([None, None, None, b"", b"{}", b"null", b"\xff", b'{"requests":[]}']))
+            path = f"{batches}/{draw(batch_ids)}{suffix}"
+            return Case(route, method, path, draw(beta_noise), draw(api(content_type=body is not None)), body)
+
+        return case()
 
     @st.composite
     def unknown_case(draw: st.DrawFn) -> Case:
@@ -1015,6 +1132,12 @@ def strategies(targets: Targets, large: bool = False) -> dict[str, st.SearchStra
         "GET /v1/organizations/usage_report/messages": report_case("GET /v1/organizations/usage_report/messages", f"{o}/usage_report/messages"),
         "GET /v1/organizations/cost_report": report_case("GET /v1/organizations/cost_report", f"{o}/cost_report"),
         "GET /metrics": get_case("GET /metrics", st.just("/metrics"), api, ["name[]", "format"]),
+        "POST /v1/messages/batches": batch_create_case(),
+        "GET /v1/messages/batches": get_case("GET /v1/messages/batches", st.just(batches), api, ["limit", "after_id", "before_id", *batch_query], batch_list_values),
+        "GET /v1/messages/batches/{id}": get_case("GET /v1/messages/batches/{id}", batch_ids.map(lambda i: f"{batches}/{i}"), api, batch_query, batch_values),
+        "GET /v1/messages/batches/{id}/results": get_case("GET /v1/messages/batches/{id}/results", batch_ids.map(lambda i: f"{batches}/{i}/results"), api, batch_query, batch_values),
+        "POST /v1/messages/batches/{id}/cancel": batch_id_case("POST /v1/messages/batches/{id}/cancel", "POST", "/cancel"),
+        "DELETE /v1/messages/batches/{id}": batch_id_case("DELETE /v1/messages/batches/{id}", "DELETE"),  # last: it ends the target
         "unknown path or method": unknown_case(),
     }  # fmt: skip
 

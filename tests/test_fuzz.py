@@ -3,7 +3,7 @@
 Every answer must be well formed: no 5xx but a 529 with `retry-after`, the Anthropic error shape with
 the right type for the status, a `request-id` header, and an answer within the client's timeout. A
 failure shows the request (shrunk by hypothesis), the response and the server's log lines for it.
-The default run sends about four hundred requests; bench/fuzz.py sends the same cases by the ten
+The default run sends nearly five hundred requests; bench/fuzz.py sends the same cases by the ten
 thousand.
 """
 
@@ -17,7 +17,7 @@ from fuzzing import Case, Fuzzer, Targets, prepare, strategies
 from hypothesis import HealthCheck, given, settings
 from starlette.routing import Route
 
-from missive.routes import admin
+from missive.routes import admin, batches
 
 # Examples per route (each one request, plus those hypothesis sends when it shrinks a failure).
 EXAMPLES = {
@@ -39,6 +39,12 @@ EXAMPLES = {
     "GET /v1/organizations/usage_report/messages": 20,
     "GET /v1/organizations/cost_report": 15,
     "GET /metrics": 10,
+    "POST /v1/messages/batches": 20,
+    "GET /v1/messages/batches": 10,
+    "GET /v1/messages/batches/{id}": 10,
+    "GET /v1/messages/batches/{id}/results": 10,
+    "POST /v1/messages/batches/{id}/cancel": 8,
+    "DELETE /v1/messages/batches/{id}": 8,  # after the others: it may delete the fuzzer's batch
     "unknown path or method": 30,
 }
 FUZZ = settings(database=None, deadline=None, suppress_health_check=list(HealthCheck), print_blob=False)
@@ -60,11 +66,13 @@ def fuzzer(server: Server) -> Iterator[Fuzzer]:
 
 def test_every_route_is_fuzzed(targets: Targets) -> None:
     """A route added to the server without cases here fails this test."""
-    served = {f"{method} {route.path}" for route in admin.routes() for method in route.methods or () if method != "HEAD"}
-    served = {name.replace("{workspace_id}", "{id}").replace("{key_id}", "{id}") for name in served}
+    routes = [*admin.routes(), *batches.routes()]
+    served = {f"{method} {route.path}" for route in routes for method in route.methods or () if method != "HEAD"}
+    for name in ("{workspace_id}", "{key_id}", "{batch_id}"):
+        served = {route.replace(name, "{id}") for route in served}
     served |= {"POST /v1/messages", "POST /v1/messages/count_tokens", "GET /v1/models", "GET /v1/models/{id}", "GET /metrics"}
     assert served <= set(strategies(targets)) and set(strategies(targets)) == set(EXAMPLES)
-    assert all(isinstance(route, Route) for route in admin.routes())
+    assert all(isinstance(route, Route) for route in routes)
 
 
 @pytest.mark.timeout(900)
