@@ -234,20 +234,19 @@ def requeue(db: sa.Engine, request_id: str, instance_id: str, not_before_ms: int
 def recover(db: sa.Engine, now_ms: int, dead_after_ms: int) -> int:
     """Put back the requests claimed by front ends that stopped beating; returns how many."""
     alive = sa.select(instances.c.id).where(instances.c.heartbeat >= now_ms - dead_after_ms)
-    with db.begin() as conn:
-        return conn.execute(
-            batch_requests.update()
-            .where(batch_requests.c.status == RUNNING, batch_requests.c.claimed_by.not_in(alive))
-            .values(status=QUEUED, claimed_by=None)
-        ).rowcount
+    return _unclaim(db, batch_requests.c.claimed_by.not_in(alive))
 
 
 def give_back(db: sa.Engine, instance_id: str) -> int:
     """Queue again what this front end still runs (it is stopping); returns how many."""
+    return _unclaim(db, batch_requests.c.claimed_by == instance_id)
+
+
+def _unclaim(db: sa.Engine, claimed: sa.ColumnElement[bool]) -> int:
     with db.begin() as conn:
         return conn.execute(
             batch_requests.update()
-            .where(batch_requests.c.status == RUNNING, batch_requests.c.claimed_by == instance_id)
+            .where(batch_requests.c.status == RUNNING, claimed)
             .values(status=QUEUED, claimed_by=None)
         ).rowcount
 
