@@ -354,7 +354,7 @@ def test_after_kill_9_the_batch_finishes_with_one_result_and_one_record_per_requ
     assert before < count, "the batch ended before the kill: make it longer"
     port = int(priced.server.base_url.rsplit(":", 1)[1])
     priced.process, restarted = launch(priced.root, priced.server.config_path.read_text(), "restart.log", port)
-    restarted.wait_for_log(r"batch requests of stopped front ends queued again", timeout=60)
+    recovered = restarted.wait_for_log(r"(\d+) batch requests of stopped front ends queued again", timeout=60)
     ended = wait_ended(client, batch.id)
     assert ended.request_counts.succeeded == count
     results = results_of(client, batch.id)
@@ -364,7 +364,8 @@ def test_after_kill_9_the_batch_finishes_with_one_result_and_one_record_per_requ
     assert sum(row["output_tokens"] for row in records) == sum(r.message.usage.output_tokens for r in results.values())
     restarted.wait_for_log(rf"batch {batch.id}: \d+/{count} done \(\d+%\), \d+ running, [\d.]+ requests/s")
     restarted.wait_for_log(rf"batch {batch.id} ended [\d.]+ s after its creation: {count} succeeded")
-    print(f"\nkill -9 after {before}/{count} results; after restart: {len(results)} results, {len(records)} records")
+    print(f"\nkill -9 after {before}/{count} results, {recovered.group(1)} running taken back; after the restart: "
+          f"{len(results)} results, {len(records)} records")  # fmt: skip
 
 
 # --- two front ends on PostgreSQL ---------------------------------------------------------------------
