@@ -90,21 +90,13 @@ class LocalEngine:
         return len(prompt.tokens)
 
     async def prepare(self, generation: Generation) -> LocalPrepared:
-        scheduler = self.schedulers[generation.model.id]
-        expected = None if generation.background else scheduler.expect()  # batch work sits out meanwhile
-        try:
-            prompt = await anyio.to_thread.run_sync(self._prompt, generation, True)
-        except BaseException:
-            scheduler.forget(expected)
-            raise
-        return LocalPrepared(self, generation, prompt, expected)
+        prompt = await anyio.to_thread.run_sync(self._prompt, generation, True)
+        return LocalPrepared(self, generation, prompt)
 
 
 class LocalPrepared:
-    def __init__(
-        self, engine: LocalEngine, generation: Generation, prompt: Prompt, expected: int | None = None
-    ) -> None:
-        self.engine, self.generation, self.prompt, self.expected = engine, generation, prompt, expected
+    def __init__(self, engine: LocalEngine, generation: Generation, prompt: Prompt) -> None:
+        self.engine, self.generation, self.prompt = engine, generation, prompt
 
     @property
     def input_tokens(self) -> int:
@@ -132,7 +124,6 @@ class LocalPrepared:
             thinking=generation.model.capabilities.thinking and _thinking_on(params),
             thinking_budget=params.thinking.budget_tokens if isinstance(params.thinking, rq.ThinkingEnabled) else None,
             show_thinking=getattr(params.thinking, "display", None) != "omitted",
-            expected=self.expected,
             background=generation.background,
             **_constraints(params, calls),
             emit=lambda event: loop.call_soon_threadsafe(events.put_nowait, event),

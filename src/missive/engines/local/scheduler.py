@@ -21,10 +21,6 @@ sampled `pending` token) and its client only sees a pause. Once a slot is free a
 job waits, parked sequences resume first (FIFO), then new background jobs. A resumed sequence puts
 back the tokens it had in the KV cache (prompt and output so far): what its slot still holds is
 reused, the rest is prefilled again (a refill), and decoding goes on from the pending token.
-
-From the moment an interactive request is prepared (`expect`) to its first token, batch sequences sit
-out every step: on a CPU their forward passes would take the cores that the request's tokenizing,
-prefill and first event need, and its time to first token would double.
 """
 
 from __future__ import annotations
@@ -62,7 +58,6 @@ log = logging.getLogger("missive.engine")
 # A slot that keeps the busy sequence ids together beats one that holds up to this many more tokens
 # of the prompt: prefilling them once costs less than an extra forward pass on every step.
 ADJACENCY_WORTH = 32
-EXPECT_SECONDS = 2.0  # how long an interactive request prepared but not yet submitted keeps batch work out
 
 
 def overloaded() -> EngineUnavailable:
@@ -85,7 +80,6 @@ class Job:
     thinking_budget: int | None = None
     show_thinking: bool = True  # display "omitted": the block keeps its signature, not its text
     background: bool = False  # batch work: admitted only into idle capacity, preempted for interactive jobs
-    expected: int | None = None  # the `expect` of its preparation, ended when it is submitted
     submitted: float = field(default_factory=time.monotonic)
     cancelled: threading.Event = field(default_factory=threading.Event)
 
@@ -164,8 +158,6 @@ class Scheduler:
         self.parked: collections.deque[Sequence] = collections.deque()  # preempted batch sequences
         self.running: list[Sequence] = []
         self.admissions = itertools.count()
-        self.expected: dict[int, float] = {}  # interactive requests being prepared -> until when they count
-        self.expectations = itertools.count()
         self.lock = threading.Lock()
         self.wake = threading.Event()
         self.stopping = False
@@ -184,25 +176,11 @@ class Scheduler:
         self.wake.set()
         self.thread.join(timeout)
 
-    def expect(self) -> int:
-        """An interactive request is being prepared: batch work sits out until it is submitted (then, until
-        its first token), or for EXPECT_SECONDS if it never is (refused by admission)."""
-        with self.lock:
-            expectation = next(self.expectations)
-            self.expected[expectation] = time.monotonic() + EXPECT_SECONDS
-        return expectation
-
-    def forget(self, expectation: int | None) -> None:
-        """The request expected will not be submitted after all (its preparation failed)."""
-        with self.lock:
-            self.expected.pop(expectation, None)  # type: ignore[arg-type]
-
     def submit(self, job: Job) -> None:
         """Queue a job. Interactive jobs past `max_queue` (beyond the slots they can have: free ones and
         those of background sequences, which they preempt) are refused with a 529. Background jobs
         are never refused here: the batch worker bounds how many it has in flight."""
         with self.lock:
-            self.expected.pop(job.expected, None)  # type: ignore[arg-type]
             if job.background:
                 self.background.append(job)
             else:
@@ -226,9 +204,7 @@ class Scheduler:
                     self.wake.clear()
                     self.cache.expire()
                     continue
-                if not self._step():  # only batch work, sitting out: wait for the interactive request
-                    self.wake.wait(0.005)
-                    self.wake.clear()
+                self._step()
             except Exception as exc:  # a bug, not a request's fault: fail what runs, keep serving
                 log.exception("engine step failed")
                 for sequence in list(self.running):
@@ -243,7 +219,7 @@ class Scheduler:
         with self.lock:
             self._drop_cancelled_background()
             self._admit_interactive()
-            if not self._quiet():
+            if not self.waiting:
                 while self.parked and self._free():
                     self._try_resume(self.parked.popleft())
                 while self.background and self._free():
@@ -265,16 +241,6 @@ class Scheduler:
                 self._try_start(self.waiting.popleft())
             else:
                 break
-
-    def _quiet(self) -> bool:
-        """Whether batch work sits out now: an interactive request is on its way to its first token."""
-        if self.expected:
-            now = time.monotonic()
-            for expectation in [e for e, until in self.expected.items() if until < now]:
-                del self.expected[expectation]
-        return bool(self.expected or self.waiting) or any(
-            not s.job.background and s.first_token_at is None for s in self.running
-        )
 
     def _free(self) -> bool:
         return any(not slot.busy for slot in self.slots)
@@ -487,16 +453,12 @@ class Scheduler:
 
     # --- one step ------------------------------------------------------------------------------
 
-    def _step(self) -> bool:
-        """One step; False if there was nothing to do (only batch work, sitting out)."""
+    def _step(self) -> None:
         for sequence in [s for s in self.running if s.job.cancelled.is_set()]:
             log.info("generation cancelled after %d tokens", sequence.generated)
             self._leave(sequence)
-        with self.lock:
-            quiet = self._quiet()
-        taking_part = [s for s in self.running if not (quiet and s.job.background)]
         budget = self.settings.prefill_chunk  # prompt tokens per step: one long chunk, or several short prompts
-        prefilling = [s for s in taking_part if s.prefilling and not s.job.cancelled.is_set()]
+        prefilling = [s for s in self.running if s.prefilling and not s.job.cancelled.is_set()]
         for sequence in sorted(prefilling, key=lambda s: s.job.background):  # interactive prompts first
             if budget <= 0:
                 break
@@ -505,7 +467,7 @@ class Scheduler:
         # sequence-id order: llama.cpp runs sequences with separate KV streams in one pass only while
         # their ids follow each other in the batch; out of order or with gaps, one step takes several passes.
         # A sequence still refilling holds its pending token back until its KV cache is whole again.
-        ready = (s for s in taking_part if s.pending is not None and not s.refilling)
+        ready = (s for s in self.running if s.pending is not None and not s.refilling)
         decoding = sorted(ready, key=lambda s: s.slot.seq_id)
         if decoding:
             self.batch.reset()
@@ -517,7 +479,6 @@ class Scheduler:
                 sequence.slot.ends.append(sequence.n_past)
                 sequence.pending = None
                 self._sample(sequence, index)
-        return bool(prefilling or decoding)
 
     def _prefill_chunk(self, sequence: Sequence) -> int:
         """Prefill the next chunk of the sequence's prompt, in a forward pass of its own; returns its length."""
