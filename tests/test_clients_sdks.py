@@ -148,12 +148,11 @@ def test_errors_are_typed_with_the_request_id(sdk: tuple[str, Observed]) -> None
         ("error", "invalid_request_error"),
     ]
     # The SDK's request id is the one in the body the server sent.
-    refused = seen.refused()
+    refused = [e for e in seen.refused() if "/v1/messages/batches" not in e.path]  # test_batches' own 404
     assert [not_found["request_id"], bad["request_id"]] == [e.error["request_id"] for e in refused]
     assert all(e.error["request_id"].startswith("req_") for e in refused)
 
 
-@pytest.mark.parametrize("sdk", ["py"], indirect=True)
 def test_batches(sdk: tuple[str, Observed]) -> None:
     """create, poll to the end, results (the SDK follows results_url), list, beta, cancel, delete."""
     _, seen = sdk
@@ -178,6 +177,7 @@ def test_batches(sdk: tuple[str, Observed]) -> None:
             ("GET", "/v1/messages/batches/{id}", 404)} <= sent  # fmt: skip
 
 
+@pytest.mark.parametrize("sdk", ["py"], indirect=True)
 def test_python_async_client(sdk: tuple[str, Observed]) -> None:
     _, seen = sdk
     used = seen.out["async"]

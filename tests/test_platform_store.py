@@ -65,7 +65,7 @@ def test_migrations_run_once_and_adopt_a_database_from_before_them(url: str) -> 
             "alembic_version",
         } <= tables
         with engine.connect() as conn:
-            assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0003"
+            assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0004"
         old = key_store.get_key(engine, "apikey_old")
         assert old is not None and old.status == "active" and old.workspace_id == "default"
         engine.dispose()
