@@ -56,7 +56,27 @@ id = "smollm2-hermes"
 context_window = 2048
 min_cache_tokens = 64
 chat_template_file = '{hermes}'
-""".replace("{hermes}", str(Path(__file__).parent / "templates" / "hermes.jinja"))
+
+[[models]]
+id = "smollm2-qwen3-coder"
+context_window = 2048
+min_cache_tokens = 64
+chat_template_file = '{qwen3_coder}'
+
+[[models]]
+id = "smollm2-glm45"
+context_window = 2048
+min_cache_tokens = 64
+chat_template_file = '{glm45}'
+
+[[models]]
+id = "smollm2-llama3"
+context_window = 2048
+min_cache_tokens = 64
+chat_template_file = '{llama3}'
+"""
+for _name in ("hermes", "qwen3_coder", "glm45", "llama3"):
+    CONFIG = CONFIG.replace("{%s}" % _name, str(Path(__file__).parent / "templates" / f"{_name}.jinja"))
 
 
 # A conversation that keeps the model generating for as long as a test needs (it counts on).

@@ -6,7 +6,10 @@ import anthropic
 import httpx
 import pytest
 
-LOCAL = ["smollm2-135m-instruct", "smollm2-small", "smollm2-think", "smollm2-hermes"]
+LOCAL = [
+    "smollm2-135m-instruct", "smollm2-small", "smollm2-think", "smollm2-hermes", "smollm2-qwen3-coder", "smollm2-glm45",
+    "smollm2-llama3",
+]
 LISTED = [*LOCAL, *(f"claude-{model}" for model in LOCAL)]  # the ids Claude Code's model discovery keeps
 
 

@@ -74,3 +74,56 @@ def test_a_model_that_does_not_reason_gives_no_thinking_blocks(client: anthropic
     message = client.messages.create(model="claude-sonnet-4-6", max_tokens=1100, thinking=THINK, messages=QUESTION)
     assert all(block.type != "thinking" for block in message.content)
     assert message.usage.output_tokens_details.thinking_tokens == 0
+
+
+# --- reasoning read from the chat template ------------------------------------------------------
+
+
+def test_reasoning_is_read_from_the_template_and_the_setting_overrides_it() -> None:
+    from pathlib import Path
+
+    from missive.engines.local.model import reasons
+    from missive.engines.local.thinking import opened_by_template, template_reasons
+    from missive.settings import ModelSettings
+
+    templates = Path(__file__).parent / "templates"
+    assert template_reasons("{% if add_generation_prompt %}<|Assistant|><think>\n{% endif %}")  # R1 distills
+    assert template_reasons("{% set content = content.split('</think>')[-1] %}")
+    assert not template_reasons((templates / "hermes.jinja").read_text())
+    glm = str(templates / "glm45.jinja")  # GLM-4.5 writes <think></think> on past turns
+    assert reasons(ModelSettings(id="x", chat_template_file=glm))
+    assert not reasons(ModelSettings(id="x", chat_template_file=glm, reasoning=False))
+    assert not reasons(ModelSettings(id="x")) and reasons(ModelSettings(id="x", reasoning=True))
+    # a template that opens the thinking itself is not opened twice
+    assert opened_by_template("<|Assistant|><think>\n", "<think>\n") == ""
+    assert opened_by_template("<|Assistant|><think>\n", "<think>\n\n</think>\n\n") == "\n</think>\n\n"
+    assert opened_by_template("<|im_start|>assistant\n", "<think>\n") == "<think>\n"
+
+
+def test_the_template_is_read_from_the_gguf_as_llama_cpp_reads_it() -> None:
+    from llama_cpp import _internals, llama_model_default_params
+
+    from missive.engines.local import gguf
+    from missive.engines.local.default_model import default_model_path
+
+    params = llama_model_default_params()
+    params.vocab_only = True
+    model = _internals.LlamaModel(path_model=str(default_model_path()), params=params, verbose=False)
+    try:
+        assert gguf.chat_template(default_model_path()) == model.metadata()["tokenizer.chat_template"]
+    finally:
+        model.close()
+
+
+def test_a_model_whose_template_shows_think_streams_thinking(client: anthropic.Anthropic, server) -> None:
+    """`smollm2-glm45` sets no `reasoning`: its template (GLM-4.5's shape) makes it a reasoning model."""
+    server.wait_for_log(r"model smollm2-glm45: reasons in <think> \(read from the chat template\)")
+    server.wait_for_log(r"model smollm2-hermes: does not reason in <think> \(read from the chat template\)")
+    thought = client.messages.create(model="smollm2-glm45", max_tokens=1100, thinking=THINK, messages=QUESTION)
+    assert thought.content[0].type == "thinking" and thought.content[0].signature
+    assert 0 < thought.usage.output_tokens_details.thinking_tokens <= 1024
+    assert client.messages.count_tokens(model="smollm2-glm45", thinking=THINK, messages=QUESTION).input_tokens == (
+        thought.usage.input_tokens
+    )
+    plain = client.messages.create(model="smollm2-glm45", max_tokens=20, messages=QUESTION)
+    assert all(block.type != "thinking" for block in plain.content)

@@ -43,9 +43,10 @@ class ModelSettings(BaseModel):
         description="Sampling temperature of requests that set none (the Claude API's default is 1). API version "
         "2026-10-21 takes no sampling parameters, so this is how an operator makes a small model steadier",
     )
-    reasoning: bool = Field(
-        default=False,
-        description="The model thinks in <think>...</think> before answering: its thinking becomes thinking blocks",
+    reasoning: bool | None = Field(
+        default=None,
+        description="The model thinks in <think>...</think> before answering: its thinking becomes thinking blocks. "
+        "Unset: read from the chat template (it shows <think>); true or false overrides that",
     )
     min_cache_tokens: int = Field(
         default=1024, ge=1, description="Shortest prefix that cache_control caches; shorter ones are silently not"
@@ -53,11 +54,15 @@ class ModelSettings(BaseModel):
     chat_template_file: str | None = Field(
         default=None, description="A Jinja chat template file to use instead of the one inside the GGUF"
     )
-    tool_format: Literal["auto", "missive", "hermes"] = Field(
+    tool_format: Literal["auto", "missive", "hermes", "qwen3_coder", "glm45", "llama3_json"] = Field(
         default="auto",
         description="How tools reach the model. hermes: the chat template takes tools and the model writes "
-        '<tool_call>{"name": ..., "arguments": ...}</tool_call> (Qwen, Hermes); missive: a tool prompt of '
-        "Missive's own, for templates without tools; auto: hermes when the template takes tools and shows <tool_call>",
+        '<tool_call>{"name": ..., "arguments": ...}</tool_call> (Qwen 2.5/3, Hermes); qwen3_coder: '
+        "<tool_call><function=NAME><parameter=KEY>value</parameter></function></tool_call> (Qwen3-Coder, "
+        "Qwen3.5); glm45: <tool_call>NAME<arg_key>KEY</arg_key><arg_value>value</arg_value></tool_call> "
+        '(GLM-4.5 and later); llama3_json: {"name": ..., "parameters": ...}, one call a turn (Llama 3.1-3.3); '
+        "missive: a tool prompt of Missive's own, for templates without tools; auto: read from the chat "
+        "template (docs/compatibility.md)",
     )
 
 

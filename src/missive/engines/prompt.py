@@ -7,13 +7,17 @@ Every block's text is followed by `MARK`, so that the engine can find where each
 rendered prompt (prompt caching works at block boundaries); `ChatPrompt.marks` holds, for each mark
 in prompt order, the cache TTL of a breakpoint there, or None. The engine strips the marks.
 
-Tools reach the model in one of two ways, chosen per model (`CallSyntax`):
+Tools reach the model in one of these ways, chosen per model (`ToolFormat`):
 - Missive's own (most small models' chat templates know no tools): a system section describes the
   tools, and calls are written `<tool_call name="NAME">{input as JSON}</tool_call>`; tool uses and
   results of earlier turns are rendered the same way, so the model sees its own format.
 - The model's chat template, when it takes `tools` and writes Hermes-style calls
   (`<tool_call>{"name": ..., "arguments": ...}</tool_call>`, as Qwen and Hermes models do): the
   template gets `tools`, assistant messages with `tool_calls`, and `tool` messages with the results.
+- The model's chat template, when it takes `tools` and writes tagged calls with untyped values
+  (`TaggedSyntax`): Qwen3-Coder / Qwen3.5 `<tool_call><function=NAME><parameter=KEY>value</parameter>
+  </function></tool_call>`, GLM-4.5 `<tool_call>NAME<arg_key>KEY</arg_key><arg_value>value</arg_value>
+  </tool_call>`. The template gets the same `tools`, `tool_calls` and `tool` messages.
 Either way the engine constrains each call's input with a grammar built from the tool's schema, and
 parses calls out of the output with the same syntax.
 """
@@ -70,19 +74,79 @@ class CallSyntax:
     name_end: str
     close: str
     trigger: str  # the start of a call, which wakes the grammar when the model may answer in text
+    parallel: bool = True  # False: one call per assistant turn (Llama 3's template refuses more)
 
     def text(self, name: str, tool_input: dict) -> str:
         return f"{self.open}{name}{self.name_end}{json.dumps(tool_input, ensure_ascii=False)}{self.close}"
 
 
+@dataclass(frozen=True)
+class TaggedSyntax:
+    """Calls whose arguments are tagged key/value pairs with raw, untyped values (read by the tool's schema):
+    `open` NAME `name_end` (`key_open` KEY `key_end` VALUE `value_end`)* `close`.
+
+    These are the canonical spellings, which the grammar writes and `text` renders. The parser
+    (tagged_calls.py) reads the tags with any whitespace between them; with `trim_newlines` a value is
+    wrapped in one newline on each side, which is not part of it (Qwen3-Coder).
+    """
+
+    name: str
+    open: str
+    name_end: str
+    key_open: str
+    key_end: str
+    value_end: str
+    close: str
+    trigger: str
+    trim_newlines: bool = False
+    parallel = True  # several calls in one turn
+    starts: tuple[str, ...] = ()  # tag sequences (besides `open`'s) that begin a call in text
+
+    def text(self, name: str, tool_input: dict) -> str:
+        args = "".join(f"{self.key_open}{key}{self.key_end}{raw_value(value)}{self.value_end}"
+                       for key, value in tool_input.items())
+        return f"{self.open}{name}{self.name_end}{args}{self.close}"
+
+
+def raw_value(value: object) -> str:
+    """A value as tagged formats write it: strings as they are, anything else as JSON."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+ToolFormat = CallSyntax | TaggedSyntax
+
 MISSIVE_CALLS = CallSyntax("missive", '<tool_call name="', '">', "</tool_call>", "<tool_call")
 HERMES_CALLS = CallSyntax("hermes", '<tool_call>\n{"name": "', '", "arguments": ', "}\n</tool_call>", "<tool_call>")
-CALL_SYNTAXES = {syntax.name: syntax for syntax in (MISSIVE_CALLS, HERMES_CALLS)}
+# Qwen3-Coder, Qwen3.5 and later. The model sometimes leaves out `<tool_call>`: a bare `<function=` starts a call too.
+QWEN3_CODER_CALLS = TaggedSyntax(
+    "qwen3_coder", "<tool_call>\n<function=", ">\n", "<parameter=", ">\n", "\n</parameter>\n",
+    "</function>\n</tool_call>", "<tool_call>", trim_newlines=True, starts=("<function=",),
+)
+# Llama 3.1 / 3.2 / 3.3: bare JSON, one call per turn; the call ends the turn (<|eom_id|> or <|eot_id|>).
+LLAMA3_CALLS = CallSyntax("llama3_json", '{"name": "', '", "parameters": ', "}", '{"name": "', parallel=False)
+GLM45_CALLS = TaggedSyntax(
+    "glm45", "<tool_call>", "\n", "<arg_key>", "</arg_key>\n<arg_value>", "</arg_value>\n", "</tool_call>",
+    "<tool_call>",
+)
+CALL_SYNTAXES: dict[str, ToolFormat] = {
+    syntax.name: syntax for syntax in (MISSIVE_CALLS, HERMES_CALLS, QWEN3_CODER_CALLS, GLM45_CALLS, LLAMA3_CALLS)
+}
 
 
-def template_call_syntax(template: str) -> CallSyntax:
-    """The call syntax a chat template teaches: Hermes-style when it takes tools and shows `<tool_call>`."""
-    return HERMES_CALLS if "tools" in template and "<tool_call>" in template else MISSIVE_CALLS
+def template_call_syntax(template: str) -> ToolFormat:
+    """The call syntax a chat template teaches, from the tags it shows (the most specific first); Missive's
+    own when it takes no tools."""
+    if "tools" not in template:
+        return MISSIVE_CALLS
+    if "<function=" in template and "<parameter=" in template:
+        return QWEN3_CODER_CALLS
+    if "<arg_key>" in template and "<arg_value>" in template:
+        return GLM45_CALLS
+    if "<tool_call>" in template:
+        return HERMES_CALLS
+    if '"parameters": ' in template and "ipython" in template:  # Llama 3's tool turns are `ipython`
+        return LLAMA3_CALLS
+    return MISSIVE_CALLS
 
 
 @dataclass(frozen=True)
@@ -255,7 +319,7 @@ def _is_billing_stamp(block: rq.TextBlock) -> bool:
     return block.text.startswith(BILLING_HEADER)
 
 
-def to_chat(generation: Generation, calls: CallSyntax) -> ChatPrompt:
+def to_chat(generation: Generation, calls: ToolFormat) -> ChatPrompt:
     """The turns to render. With `MISSIVE_CALLS` tools are text of Missive's own; otherwise the template takes them."""
     if calls is not MISSIVE_CALLS:
         return _to_template_chat(generation, calls)
@@ -297,7 +361,7 @@ def _finish(params: rq.ConversationParams, turns: list[ChatTurn], marks: list[Tt
     return ChatPrompt(turns, prefill, marks)
 
 
-def _to_template_chat(generation: Generation, calls: CallSyntax) -> ChatPrompt:
+def _to_template_chat(generation: Generation, calls: ToolFormat) -> ChatPrompt:
     """Turns for a template that takes `tools`, `tool_calls` and `tool` messages.
 
     Tools and tool uses are rendered by the template as JSON, where no mark survives: a breakpoint
@@ -340,7 +404,11 @@ def _to_template_chat(generation: Generation, calls: CallSyntax) -> ChatPrompt:
             elif (text := block_text(block, names)) is not None:
                 pieces.append((text, _ttl(block)))
         if pieces or tool_calls:
-            turns.append(ChatTurn(message.role, joined(pieces), tool_calls or None))
+            turns.append(ChatTurn(message.role, joined(pieces), tool_calls[:1] or None))
+            if not calls.parallel:  # one call per turn: each further call as a turn of its own
+                turns += [ChatTurn(message.role, "", [call]) for call in tool_calls[1:]]
+            elif tool_calls[1:]:
+                turns[-1].tool_calls = tool_calls
     last = turns[-1] if turns else None
     chat = _finish(params, turns, marks)
     if last is not None and last.role == "assistant" and last.tool_calls:  # a prefill that ends in calls

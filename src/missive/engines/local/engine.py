@@ -19,11 +19,11 @@ import anyio.to_thread
 
 from missive.engines.base import Generation
 from missive.engines.local import grammar
-from missive.engines.local.model import LocalModel, Prompt
+from missive.engines.local.model import LocalModel, Prompt, reasons
 from missive.engines.local.sampling import Sampling
 from missive.engines.local.scheduler import Job, Scheduler
 from missive.engines.local.thinking import SKIP_THINKING, THINK_OPEN
-from missive.engines.prompt import CallSyntax, check_input_support, single_call, to_chat, tool_specs
+from missive.engines.prompt import ToolFormat, check_input_support, single_call, to_chat, tool_specs
 from missive.settings import LocalEngineSettings, ModelSettings
 from missive.wire import requests as rq
 from missive.wire.errors import invalid
@@ -55,7 +55,7 @@ class LocalEngine:
                 display_name=config.display_name or config.id,
                 context_window=config.context_window,
                 max_output_tokens=config.max_output_tokens,
-                capabilities=Capabilities(tools=True, structured_outputs=True, thinking=config.reasoning),
+                capabilities=Capabilities(tools=True, structured_outputs=True, thinking=reasons(config)),
             )
             for config in self._configs
         ]
@@ -141,7 +141,7 @@ class LocalPrepared:
             job.cancelled.set()
 
 
-def _constraints(params: rq.MessageCreateParams, calls: CallSyntax) -> dict[str, Any]:
+def _constraints(params: rq.MessageCreateParams, calls: ToolFormat) -> dict[str, Any]:
     """The grammar for this request's output, and the syntax of the tool calls to parse out of it.
 
     With tools (and tool_choice other than none) calls are parsed, and their inputs constrained:
@@ -152,10 +152,12 @@ def _constraints(params: rq.MessageCreateParams, calls: CallSyntax) -> dict[str,
     choice = params.tool_choice
     specs = tool_specs(params)
     if specs and not isinstance(choice, rq.ToolChoiceNone):
+        allowed = specs
         if isinstance(choice, rq.ToolChoiceTool):
-            specs = [spec for spec in specs if spec.name == choice.name]
+            allowed = [spec for spec in specs if spec.name == choice.name]
         forced = isinstance(choice, (rq.ToolChoiceAny, rq.ToolChoiceTool))
-        return {"grammar": grammar.tool_calls(specs, forced, single_call(choice), calls), "calls": calls}
+        tool_grammar = grammar.tool_calls(allowed, forced, single_call(choice) or not calls.parallel, calls)
+        return {"grammar": tool_grammar, "calls": calls, "tools": specs}
     if params.output_config is not None and params.output_config.format is not None:
         return {"grammar": grammar.json_output(params.output_config.format.schema_)}
     return {}

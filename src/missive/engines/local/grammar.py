@@ -32,7 +32,8 @@ from typing import Any
 
 from llama_cpp.llama_grammar import RESERVED_NAMES, SchemaConverter
 
-from missive.engines.prompt import CallSyntax, ToolSpec
+from missive.engines.local.tagged_calls import is_text, resolve, types
+from missive.engines.prompt import TaggedSyntax, ToolFormat, ToolSpec
 
 log = logging.getLogger("missive.engine")
 
@@ -50,6 +51,7 @@ class Grammar:
     lazy_trigger: str | None = None  # None: constrain from the first token
     # Each constrained JSON value follows these markers, in order (a call's header); none: the output is one
     json_after: tuple[str, ...] = ()
+    guard: bool = True  # loop control over its JSON (repetition.py); off where values are raw text
 
 
 class _Converter(SchemaConverter):
@@ -194,7 +196,7 @@ def _schema_rule(converter: SchemaConverter, schema: dict, name: str) -> str:
         return converter.visit(ANY_OBJECT, f"{name}-any")
 
 
-def tool_calls(tools: list[ToolSpec], forced: bool, single: bool, syntax: CallSyntax) -> Grammar:
+def tool_calls(tools: list[ToolSpec], forced: bool, single: bool, syntax: ToolFormat) -> Grammar:
     """Calls written in `syntax` (e.g. `<tool_call name="X">{...}</tool_call>`), each input matching X's schema.
 
     `forced` constrains from the first token (tool_choice any/tool); otherwise the grammar wakes up
@@ -203,7 +205,10 @@ def tool_calls(tools: list[ToolSpec], forced: bool, single: bool, syntax: CallSy
     converter = _converter()
     calls = []
     for index, tool in enumerate(tools):
-        body = _schema_rule(converter, tool.schema, f"tool-{index}")
+        if isinstance(syntax, TaggedSyntax):
+            body = _tagged_arguments(converter, tool.schema, f"tool-{index}", syntax)
+        else:
+            body = _schema_rule(converter, tool.schema, f"tool-{index}")
         calls.append(f"{_literal(syntax.open + tool.name + syntax.name_end)} {body} {_literal(syntax.close)}")
     converter._add_rule("call", " | ".join(f"( {call} )" for call in calls))
     more = f' ( "\\n"? call ){{0,{MAX_PARALLEL_CALLS - 1}}}'
@@ -212,7 +217,73 @@ def tool_calls(tools: list[ToolSpec], forced: bool, single: bool, syntax: CallSy
     if len(gbnf) > MAX_GRAMMAR_CHARS:
         log.warning("tool grammar of %d chars is too large; constraining inputs to any JSON object", len(gbnf))
         return tool_calls([ToolSpec(tool.name, tool.description, ANY_OBJECT) for tool in tools], forced, single, syntax)
+    if isinstance(syntax, TaggedSyntax):
+        return Grammar(gbnf, None if forced else syntax.trigger, guard=False)
     return Grammar(gbnf, None if forced else syntax.trigger, (syntax.open, syntax.name_end))
+
+
+def _tagged_arguments(converter: SchemaConverter, schema: dict, name: str, syntax: TaggedSyntax) -> str:
+    """A tagged call's arguments: each property of the schema in its order (the required ones always), its
+    value raw text for string parameters and JSON of its schema for the others (numbers, booleans,
+    objects, arrays), which is how these models' templates write them. A schema without properties
+    takes any arguments, as raw text."""
+    raw = _excluding(converter, syntax.value_end.split()[0], "raw-value")
+    try:
+        root = converter.resolve_refs(bounded(json.loads(json.dumps(schema))), name)
+    except Exception:  # the converter raises on what it cannot express at all
+        root = {}
+    properties = resolve(root, root).get("properties")
+    if not isinstance(properties, dict) or not properties:
+        key = converter._add_rule("raw-key", r"[^<>\n]+")
+        return f"( {_literal(syntax.key_open)} {key} {_literal(syntax.key_end)} {raw} {_literal(syntax.value_end)} )*"
+    required = set(resolve(root, root).get("required") or [])
+    parts = []
+    for index, (key, prop) in enumerate(properties.items()):
+        value = _tagged_value(converter, resolve(prop, root), root, f"{name}-{index}", raw)
+        part = f"{_literal(syntax.key_open + str(key) + syntax.key_end)} {value} {_literal(syntax.value_end)}"
+        parts.append(part if key in required else f"( {part} )?")
+    return " ".join(parts)
+
+
+def _tagged_value(converter: SchemaConverter, schema: dict, root: dict, name: str, raw: str) -> str:
+    if is_text(schema, root):
+        choices = [*schema.get("enum", []), *([schema["const"]] if "const" in schema else [])]
+        if choices and all(isinstance(choice, str) for choice in choices):
+            return "( " + " | ".join(_literal(choice) for choice in choices) + " )"
+        return raw  # pattern, format and length bounds of raw strings are not enforced
+    if types(schema, root) == {"boolean"}:  # Qwen3-Coder's template writes Python's True and False
+        return '( "true" | "false" | "True" | "False" )'
+    try:
+        return converter.visit(schema, name)
+    except Exception:
+        log.warning("schema of %s not enforceable; its value is constrained to raw text", name)
+        return raw
+
+
+def _class_char(char: str) -> str:
+    return "\\" + char if char in "\\]^-[" else char
+
+
+def _excluding(converter: SchemaConverter, tag: str, name: str) -> str:
+    """Rules for any text that does not contain `tag` (a raw value, before its closing tag); the first rule's name.
+
+    A matcher of `tag` as rules: rule i reads on from a text that ends with `tag[:i]`, and the text may
+    end in any of them.
+    """
+
+    def step(state: int, char: str) -> int:  # the longest end of tag[:state] + char that begins tag
+        text = tag[:state] + char
+        while text and not tag.startswith(text):
+            text = text[1:]
+        return len(text)
+
+    for state in range(len(tag)):
+        moves = {char: step(state, char) for char in sorted(set(tag))}
+        onward = {char: nxt for char, nxt in moves.items() if 0 < nxt < len(tag)}
+        barred = "".join(_class_char(char) for char, nxt in moves.items() if nxt > 0)  # these, or the tag's end
+        alternatives = [f"[^{barred}] {name}-0", *(f"{_literal(char)} {name}-{nxt}" for char, nxt in onward.items())]
+        converter._add_rule(f"{name}-{state}", "( " + " | ".join(alternatives) + " )?")
+    return f"{name}-0"
 
 
 def json_output(schema: dict) -> Grammar:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
+import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +22,11 @@ import jinja2.sandbox
 import llama_cpp
 from llama_cpp import _internals
 
+from missive.engines.local import gguf
 from missive.engines.local.default_model import default_model_path
 from missive.engines.local.repetition import closing_tokens
-from missive.engines.prompt import CALL_SYNTAXES, MARK, ChatPrompt, Ttl, template_call_syntax
+from missive.engines.local.thinking import opened_by_template, template_reasons
+from missive.engines.prompt import CALL_SYNTAXES, MARK, ChatPrompt, ToolFormat, Ttl, template_call_syntax
 from missive.settings import LocalEngineSettings, ModelSettings
 
 log = logging.getLogger("missive.engine")
@@ -49,7 +53,7 @@ _silence_llama_log = llama_cpp.llama_log_callback(lambda level, text, data: None
 class LocalModel:
     def __init__(self, config: ModelSettings, engine: LocalEngineSettings) -> None:
         self.config = config
-        self.path = Path(config.path) if config.path else default_model_path()
+        self.path = model_path(config)
         llama_cpp.llama_log_set(_silence_llama_log, ctypes.c_void_p(0))
         log.info("loading model %s from %s (%.0f MB)", config.id, self.path.name, self.path.stat().st_size / 1e6)
         started = time.monotonic()
@@ -77,15 +81,18 @@ class LocalModel:
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
         self.bos_text = self.piece(self.model.token_bos()).decode(errors="ignore")
         self.eos_text = self.piece(self.model.token_eos()).decode(errors="ignore")
-        if config.chat_template_file:
-            template = Path(config.chat_template_file).read_text()
-        else:
-            template = self.model.metadata().get("tokenizer.chat_template") or CHATML_TEMPLATE
+        template = template_source(config, self.path, self.model.metadata())
         env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         env.globals["raise_exception"] = _raise_template_error
         self.template = env.from_string(template)
         self.calls = template_call_syntax(template) if config.tool_format == "auto" else CALL_SYNTAXES[config.tool_format]
         log.info("model %s: tools reach it in the %s format", config.id, self.calls.name)
+        self.shown_tags = shown_tags(syntax_tags(self.calls), self.tokenize_continuation, self._piece)
+        if self.shown_tags:
+            log.info("model %s: %d control tokens of its call syntax are shown as text", config.id, len(self.shown_tags))
+        thinks = template_reasons(template) if config.reasoning is None else config.reasoning  # as `reasons` does
+        how = "set by `reasoning`" if config.reasoning is not None else "read from the chat template"
+        log.info("model %s: %s in <think> (%s)", config.id, "reasons" if thinks else "does not reason", how)
         log.info(
             "model %s ready in %.2f s: %d sequences x %d tokens of context (trained on %d), %d threads",
             config.id,
@@ -104,13 +111,14 @@ class LocalModel:
             {"role": turn.role, "content": turn.content, **({"tool_calls": turn.tool_calls} if turn.tool_calls else {})}
             for turn in chat.turns
         ]
-        marked = self.template.render(
+        rendered = self.template.render(
             messages=messages,
             tools=chat.tools,
             add_generation_prompt=True,
             bos_token=self.bos_text,
             eos_token=self.eos_text,
-        ) + chat.prefill
+        )
+        marked = rendered + opened_by_template(rendered, chat.prefill)
         parts = marked.split(MARK)
         text = "".join(parts)
         tokens = self.tokenize(text)
@@ -158,8 +166,9 @@ class LocalModel:
         return self._piece(token, True)
 
     def output_piece(self, token: int) -> bytes:
-        """The bytes of one generated token as the client sees it (special tokens are not text)."""
-        return self._piece(token, False)
+        """The bytes of one generated token as the client sees it (special tokens are not text, except the
+        tags of the model's call and thinking syntax, which the parsers read)."""
+        return self._piece(token, token in self.shown_tags)
 
     @functools.lru_cache(maxsize=65536)  # noqa: B019 - one model, lives as long as the process
     def _piece(self, token: int, special: bool) -> bytes:
@@ -188,6 +197,61 @@ class LocalModel:
     def close(self) -> None:
         self.context.close()
         self.model.close()
+
+
+_TAG = re.compile(r"<[^<>\s]+>|\[[A-Z_]+\]")  # <tool_call>, </arg_value>, [TOOL_CALLS]
+
+
+def syntax_tags(calls: ToolFormat) -> list[str]:
+    """The tags a call syntax (and `<think>`) is written with."""
+    spelled = " ".join(str(part) for part in vars(calls).values() if isinstance(part, str))
+    return sorted(set(_TAG.findall(spelled + " <think> </think>")))
+
+
+def shown_tags(tags: list[str], tokenize: Callable[[str], list[int]], piece: Callable[[int, bool], bytes]) -> frozenset[int]:
+    """The tags that are one control token each, which output text would leave out.
+
+    In some GGUFs a format's tags are control tokens (llama.cpp does not render those as text), in others
+    plain added tokens; the parsers need to see them either way.
+    """
+    shown = set()
+    for tag in tags:
+        tokens = tokenize(tag)
+        if len(tokens) == 1 and not piece(tokens[0], False) and piece(tokens[0], True) == tag.encode():
+            shown.add(tokens[0])
+    return frozenset(shown)
+
+
+def model_path(config: ModelSettings) -> Path:
+    return Path(config.path) if config.path else default_model_path()
+
+
+def template_source(config: ModelSettings, path: Path, metadata: dict[str, str] | None = None) -> str:
+    """The chat template a model is rendered with: `chat_template_file`, else the GGUF's own, else ChatML.
+
+    The GGUF's own comes from the loaded model's `metadata` when there is one, else from the file's header."""
+    if config.chat_template_file:
+        return Path(config.chat_template_file).read_text()
+    found = metadata.get(gguf.CHAT_TEMPLATE_KEY) if metadata is not None else gguf.chat_template(path)
+    return found or CHATML_TEMPLATE
+
+
+@functools.lru_cache(maxsize=256)
+def _template_reasons(path: str, template_file: str | None) -> bool:
+    config = ModelSettings(id="-", path=path, chat_template_file=template_file)
+    try:
+        return template_reasons(template_source(config, Path(path)))
+    except (OSError, ValueError):  # no such file: loading it fails with the reason
+        return False
+
+
+def reasons(config: ModelSettings) -> bool:
+    """Whether the model thinks in `<think>`: the `reasoning` setting, else read from its chat template.
+
+    Read without loading the model (the API process describes models before the engine loads them)."""
+    if config.reasoning is not None:
+        return config.reasoning
+    return _template_reasons(str(model_path(config)), config.chat_template_file)
 
 
 def _cpu_count() -> int:

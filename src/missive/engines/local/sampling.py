@@ -170,10 +170,16 @@ def _grammar_sampler(vocab: llama_cpp.llama_vocab_p, grammar: Grammar) -> llama_
     if grammar.lazy_trigger is None:
         sampler = llama_cpp.llama_sampler_init_grammar(vocab, gbnf, root)
     else:
-        patterns = (ctypes.c_char_p * 1)(grammar.lazy_trigger.encode())
+        patterns = (ctypes.c_char_p * 1)(_regex_literal(grammar.lazy_trigger).encode())
         sampler = llama_cpp.llama_sampler_init_grammar_lazy_patterns(
             vocab, gbnf, root, patterns, 1, (llama_cpp.llama_token * 0)(), 0
         )
     if not sampler:
         raise ValueError("the output grammar could not be compiled")
     return sampler
+
+
+def _regex_literal(text: str) -> str:
+    """`text` as a regular expression that matches it (llama.cpp reads lazy triggers as patterns, and aborts
+    the process on one that does not compile, such as Llama 3's `{"name": "`)."""
+    return "".join("\\" + char if char in "\\^$.|?*+()[]{}" else char for char in text)

@@ -47,9 +47,10 @@ from missive.engines.local.prompt_cache import Plan, PromptCache, lookup_positio
 from missive.engines.local.repetition import LoopGuard
 from missive.engines.local.sampling import Sampling, TokenSampler
 from missive.engines.local.stops import StopMatcher
+from missive.engines.local.tagged_calls import parser_for
 from missive.engines.local.thinking import FORCED_CLOSE, ThinkingSplitter
-from missive.engines.local.toolcalls import CallEnd, CallInput, CallParser, CallStart, Piece, Text
-from missive.engines.prompt import CallSyntax, Ttl
+from missive.engines.local.toolcalls import CallEnd, CallInput, CallStart, Piece, Splitter, Text
+from missive.engines.prompt import ToolFormat, ToolSpec, Ttl
 from missive.settings import LocalEngineSettings
 from missive.wire.events import BlockStart, BlockStop, Delta, Event, Finished, Started, StopReason, Usage
 from missive.wire.ids import new_id
@@ -75,7 +76,8 @@ class Job:
     workspace: str
     emit: Callable[[Event | BaseException], None]
     grammar: Grammar | None = None  # constrains the output (tool calls, structured output)
-    calls: CallSyntax | None = None  # tools are on: split calls written this way out of the output
+    calls: ToolFormat | None = None  # tools are on: split calls written this way out of the output
+    tools: list[ToolSpec] = field(default_factory=list)  # their schemas read untyped values (tagged formats)
     thinking: bool = False  # the output starts inside <think>
     thinking_budget: int | None = None
     show_thinking: bool = True  # display "omitted": the block keeps its signature, not its text
@@ -107,7 +109,7 @@ class Sequence:
     pending: int | None = None  # sampled, not yet in the KV cache
     generated: int = 0
     open_block: str | None = None  # "text", "thinking" or "tool_use"
-    calls: CallParser | None = None
+    calls: Splitter | None = None
     thinking: ThinkingSplitter | None = None
     thinking_tokens: int = 0
     forced: list[int] = field(default_factory=list)  # tokens to write instead of sampling
@@ -370,7 +372,7 @@ class Scheduler:
             TokenSampler(self.model.vocab, job.sampling, job.grammar, self._loop_guard(job)),
             started,
             stops=StopMatcher(job.stops),
-            calls=CallParser(job.calls) if job.calls is not None else None,
+            calls=parser_for(job.calls, job.tools) if job.calls is not None else None,
             thinking=ThinkingSplitter() if job.thinking else None,
             order=next(self.admissions),
         )
@@ -390,7 +392,7 @@ class Scheduler:
         )
 
     def _loop_guard(self, job: Job) -> LoopGuard | None:
-        if job.grammar is None:
+        if job.grammar is None or not job.grammar.guard:
             return None
         model = self.model
         return LoopGuard(job.grammar.json_after, model.output_piece, model.closing_tokens, model.end_tokens)

@@ -9,6 +9,7 @@ marker: a string value may well contain `</tool_call>`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from missive.engines.prompt import CallSyntax
 
@@ -36,7 +37,17 @@ class CallEnd:
 Piece = Text | CallStart | CallInput | CallEnd
 
 
-def _held(buffer: str, marker: str) -> int:
+class Splitter(Protocol):
+    """What the scheduler uses of a call parser, whatever the format."""
+
+    calls: int  # calls ended so far
+
+    def feed(self, text: str) -> list[Piece]: ...
+
+    def flush(self) -> list[Piece]: ...
+
+
+def held(buffer: str, marker: str) -> int:
     """Length of the longest end of `buffer` that begins `marker`."""
     for size in range(min(len(marker) - 1, len(buffer)), 0, -1):
         if buffer.endswith(marker[:size]):
@@ -74,6 +85,8 @@ class _JsonEnd:
 
 
 class CallParser:
+    """Calls whose input is JSON (`CallSyntax`: Missive's own, Hermes)."""
+
     def __init__(self, syntax: CallSyntax) -> None:
         self.syntax = syntax
         self.buffer = ""
@@ -93,7 +106,7 @@ class CallParser:
             if self.state == "text":
                 at = self.buffer.find(opening)
                 if at == -1:
-                    keep = _held(self.buffer, opening)
+                    keep = held(self.buffer, opening)
                     emit, self.buffer = self.buffer[: len(self.buffer) - keep], self.buffer[len(self.buffer) - keep :]
                     if emit and (self.calls == 0 or emit.strip()):
                         pieces.append(Text(emit))
@@ -133,4 +146,6 @@ class CallParser:
             return [Text(rest)] if rest and (self.calls == 0 or rest.strip()) else []
         if self.state == "input":
             return ([CallInput(rest)] if rest else []) + [CallEnd()]
-        return []  # a header cut short, or the closing syntax
+        if self.state == "header":  # no call after all (or one cut short before its name ended): text
+            return [Text(self.syntax.open + rest)]
+        return []  # the closing syntax
