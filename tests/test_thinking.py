@@ -119,11 +119,18 @@ def test_a_model_whose_template_shows_think_streams_thinking(client: anthropic.A
     """`smollm2-glm45` sets no `reasoning`: its template (GLM-4.5's shape) makes it a reasoning model."""
     server.wait_for_log(r"model smollm2-glm45: reasons in <think> \(read from the chat template\)")
     server.wait_for_log(r"model smollm2-hermes: does not reason in <think> \(read from the chat template\)")
-    thought = client.messages.create(model="smollm2-glm45", max_tokens=1100, thinking=THINK, messages=QUESTION)
-    assert thought.content[0].type == "thinking" and thought.content[0].signature
-    assert 0 < thought.usage.output_tokens_details.thinking_tokens <= 1024
-    assert client.messages.count_tokens(model="smollm2-glm45", thinking=THINK, messages=QUESTION).input_tokens == (
-        thought.usage.input_tokens
-    )
+    seen: list[str] = []  # the stream's first events: enough to see a thinking block open and fill
+    with client.messages.stream(model="smollm2-glm45", max_tokens=1100, thinking=THINK, messages=QUESTION) as stream:
+        for event in stream:
+            if event.type == "message_start":
+                input_tokens = event.message.usage.input_tokens
+            elif event.type == "content_block_start":
+                seen.append(event.content_block.type)
+            elif event.type == "content_block_delta":
+                seen.append(event.delta.type)
+                break  # closing the stream cancels the rest (a budget of 1024 takes a while here)
+    assert seen == ["thinking", "thinking_delta"], seen
+    counted = client.messages.count_tokens(model="smollm2-glm45", thinking=THINK, messages=QUESTION)
+    assert counted.input_tokens == input_tokens
     plain = client.messages.create(model="smollm2-glm45", max_tokens=20, messages=QUESTION)
     assert all(block.type != "thinking" for block in plain.content)
