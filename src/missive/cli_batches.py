@@ -22,8 +22,14 @@ def _service() -> Any:
     return service
 
 
-def _fail(error: Exception) -> click.ClickException:
-    return click.ClickException(getattr(error, "message", str(error)))
+def _asked(operation: Any, *args: Any) -> Any:
+    """A service operation; its refusal (an unknown batch, one still running) is the command's error."""
+    from missive.wire.errors import ApiError
+
+    try:
+        return operation(*args)
+    except ApiError as error:
+        raise click.ClickException(error.message) from None
 
 
 @click.group()
@@ -62,10 +68,7 @@ def batches_show(ctx: click.Context, batch_id: str, data_dir: Path | None) -> No
 
     db = open_db(ctx, data_dir)
     service = _service()
-    try:
-        batch = service.find(db, batch_id, None)
-    except Exception as error:
-        raise _fail(error) from None
+    batch = _asked(service.find, db, batch_id, None)
     shown = service.view(db, batch, lambda _: f"/v1/messages/batches/{batch_id}/results")
     shown["workspace_id"] = batch.workspace_id
     shown["requests_now"] = store.counts(db, [batch.id])[batch.id]
@@ -79,10 +82,7 @@ def batches_show(ctx: click.Context, batch_id: str, data_dir: Path | None) -> No
 def batches_cancel(ctx: click.Context, batch_id: str, data_dir: Path | None) -> None:
     """Cancel a batch: its queued requests are canceled at once, running ones finish."""
     db = open_db(ctx, data_dir)
-    try:
-        batch = _service().cancel(db, batch_id, None)
-    except Exception as error:
-        raise _fail(error) from None
+    batch = _asked(_service().cancel, db, batch_id, None)
     click.echo(f"{batch.id} {batch.processing_status}")
 
 
@@ -93,10 +93,7 @@ def batches_cancel(ctx: click.Context, batch_id: str, data_dir: Path | None) -> 
 def batches_results(ctx: click.Context, batch_id: str, data_dir: Path | None) -> None:
     """Write the results, one JSON line per request, to stdout."""
     db = open_db(ctx, data_dir)
-    try:
-        lines = _service().results(db, batch_id, None)
-    except Exception as error:
-        raise _fail(error) from None
+    lines = _asked(_service().results, db, batch_id, None)
     for line in lines:
         sys.stdout.buffer.write(line)
     sys.stdout.flush()

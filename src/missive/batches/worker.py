@@ -189,11 +189,10 @@ class BatchWorker:
         self._report(store.open_counts(db))
 
     def _report(self, open_counts: dict[str, dict[str, int]]) -> None:
-        done_states = RESULTS
         metrics.BATCH_REQUESTS.labels(state="queued").set(sum(c.get(QUEUED, 0) for c in open_counts.values()))
         metrics.BATCH_REQUESTS.labels(state="running").set(sum(c.get(RUNNING, 0) for c in open_counts.values()))
         metrics.BATCH_REQUESTS.labels(state="done").set(
-            sum(c.get(s, 0) for c in open_counts.values() for s in done_states)
+            sum(c.get(s, 0) for c in open_counts.values() for s in RESULTS)
         )
         clock = time.monotonic()
         for batch_id in [b for b in self._progress if b not in open_counts]:  # ended since the last look
@@ -203,12 +202,12 @@ class BatchWorker:
             if batch is None or batch.ended_at is None:  # deleted meanwhile
                 continue
             final = store.counts(self.db, [batch_id])[batch_id]
-            summary = ", ".join(f"{final[s]} {s}" for s in done_states if final.get(s))
+            summary = ", ".join(f"{final[s]} {s}" for s in RESULTS if final.get(s))
             took = (batch.ended_at - batch.created_at).total_seconds()
             log.info("batch %s ended %.1f s after its creation: %s", batch_id, took, summary or "empty")
         for batch_id, counts in open_counts.items():
             total = sum(counts.values())
-            done = sum(counts.get(s, 0) for s in done_states)
+            done = sum(counts.get(s, 0) for s in RESULTS)
             progress = self._progress.setdefault(batch_id, _Progress(clock, done))
             progress.counts = counts
             if clock - progress.logged_at < self.config.progress_interval or not (done or counts.get(RUNNING)):

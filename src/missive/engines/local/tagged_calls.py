@@ -68,6 +68,18 @@ class TaggedCallParser:
             return True
         return None if tag.startswith(rest) else False
 
+    def _read_expected(self, pieces: list[Piece]) -> bool | None:
+        """Read the tags still `expected`: None once all are read; else the step's result (False: more
+        output is needed; or what a mismatch gives)."""
+        while self.expected:
+            matched = self._expect(self.expected[0])
+            if matched is None:
+                return False
+            if not matched:
+                return self._mismatch(pieces)
+            self.expected.pop(0)
+        return None
+
     def _text(self, text: str) -> list[Piece]:
         return [Text(text)] if text and (self.calls == 0 or text.strip()) else []
 
@@ -98,13 +110,8 @@ class TaggedCallParser:
             self.raw, self.buffer = tags[0], self.buffer[at + len(tags[0]) :]
             self.state, self.expected = "opening", tags[1:]
         elif self.state in ("opening", "key_end", "closing"):
-            while self.expected:
-                matched = self._expect(self.expected[0])
-                if matched is None:
-                    return False
-                if not matched:
-                    return self._mismatch(pieces)
-                self.expected.pop(0)
+            if (waiting := self._read_expected(pieces)) is not None:
+                return waiting
             self.state = {"opening": "name", "key_end": "value_start", "closing": "text"}[self.state]
         elif self.state == "name":
             return self._name(pieces)
@@ -154,14 +161,8 @@ class TaggedCallParser:
         return True
 
     def _key(self, pieces: list[Piece]) -> bool:
-        if self.expected:  # the rest of the opening tag
-            matched = self._expect(self.expected[0])
-            if matched is None:
-                return False
-            if not matched:
-                return self._mismatch(pieces)
-            self.expected.pop(0)
-            return True
+        if (waiting := self._read_expected(pieces)) is not None:  # the rest of the opening tag
+            return waiting
         ends = self.syntax.key_end.split()
         at = self.buffer.find(ends[0])
         if at == -1:
