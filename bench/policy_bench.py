@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -35,12 +36,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+LITELLM_KEY = "sk-litellm-bench"
 BODY = {
     "model": "claude-haiku-4-5",
     "max_tokens": 16,
@@ -242,7 +244,7 @@ def _stub_policy(missive_server: object) -> None:
 
 
 async def _load(
-    url: str, headers: dict[str, str], concurrency: int, count: int
+    url: str, headers: dict[str, str], concurrency: int, count: int, body: dict = BODY, warmup: int = 20
 ) -> tuple[float, list[float], int]:
     """`count` requests over `concurrency` connections: (seconds, latencies, failures)."""
     latencies: list[float] = []
@@ -256,21 +258,33 @@ async def _load(
             while remaining > 0:
                 remaining -= 1
                 began = time.perf_counter()
-                response = await client.post("/v1/messages", json=BODY)
+                response = await client.post("/v1/messages", json=body)
                 latencies.append(time.perf_counter() - began)
                 failures += response.status_code != 200
 
-        for _ in range(max(20, concurrency)):  # warm up connections and caches
-            await client.post("/v1/messages", json=BODY)
+        for _ in range(max(warmup, concurrency)):  # warm up connections and caches
+            await client.post("/v1/messages", json=body)
         began = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         return time.perf_counter() - began, latencies, failures
 
 
-def measure(url: str, key: str, concurrency: int, count: int) -> dict[str, float]:
+def measure(
+    url: str,
+    key: str,
+    concurrency: int,
+    count: int,
+    body: dict = BODY,
+    serial_count: int | None = None,
+    warmup: int = 20,
+) -> dict[str, float]:
+    """requests/s of `count` requests at `concurrency`; latency p50/p99 of `serial_count` (default
+    max(200, count / 5)) one at a time; each after `warmup` requests (at least `concurrency`).
+    Non-streaming `body`s, kept-alive connections."""
     headers = {"x-api-key": key, "authorization": f"Bearer {key}", "anthropic-version": "2023-06-01"}
-    _, serial, failed_serial = asyncio.run(_load(url, headers, 1, max(200, count // 5)))
-    seconds, _, failed = asyncio.run(_load(url, headers, concurrency, count))
+    serial_count = serial_count or max(200, count // 5)
+    _, serial, failed_serial = asyncio.run(_load(url, headers, 1, serial_count, body, warmup))
+    seconds, _, failed = asyncio.run(_load(url, headers, concurrency, count, body, warmup))
     serial.sort()
     return {
         "rps": count / seconds,
@@ -323,7 +337,7 @@ def _litellm_config(upstream: str) -> str:
     return (
         "model_list:\n  - model_name: claude-haiku-4-5\n    litellm_params:\n      model: anthropic/claude-haiku-4-5\n"
         f"      api_base: {upstream}\n      api_key: sk-upstream\n"
-        "general_settings:\n  master_key: sk-litellm-bench\n"
+        f"general_settings:\n  master_key: {LITELLM_KEY}\n"
         "litellm_settings:\n  telemetry: false\n  drop_params: true\n"
     )
 
@@ -379,46 +393,73 @@ def main() -> None:
         sys.exit(f"requests failed (not 200), so these figures do not count: {failed}")
 
 
+def _env() -> dict[str, str]:
+    return {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False"}
+
+
+@contextlib.contextmanager
+def litellm_proxy(binary: str, upstream: str, work: Path) -> Iterator[tuple[str, str]]:
+    """LiteLLM's proxy (one worker, master-key auth) serving claude-haiku-4-5 from the Anthropic-compatible
+    `upstream`; its config and log go in `work`. Yields (url, key)."""
+    work.mkdir(parents=True, exist_ok=True)
+    url = f"http://127.0.0.1:{(port := _free_port())}"
+    config = work / "litellm.yaml"
+    config.write_text(_litellm_config(upstream))
+    command = [binary, "--config", str(config), "--port", str(port), "--num_workers", "1"]
+    process = _start(command, _env(), work / "litellm.log", f"{url}/health/liveliness")
+    try:
+        yield url, LITELLM_KEY
+    finally:
+        _stop(process)
+
+
+@contextlib.contextmanager
+def missive_forward(upstream: str, work: Path) -> Iterator[tuple[str, str]]:
+    """Missive (the whole policy path, its first key) serving claude-haiku-4-5 from the Anthropic-compatible
+    `upstream` through its anthropic engine; its data and log go in `work`. Yields (url, key)."""
+    work.mkdir(parents=True, exist_ok=True)
+    url = f"http://127.0.0.1:{(port := _free_port())}"
+    (work / "missive.toml").write_text(FORWARD_CONFIG.format(upstream=upstream))
+    env = {**_env(), "MISSIVE_CONFIG": str(work / "missive.toml"), "MISSIVE_DATA_DIR": str(work / "data")}
+    log = work / "missive.log"
+    process = _start([sys.executable, "-m", "missive", "serve", "--port", str(port)], env, log, f"{url}/v1/models")
+    try:
+        key = re.search(r"^\s+(sk-missive-\S+)$", log.read_text(), re.M).group(1)  # type: ignore[union-attr]
+        yield url, key
+    finally:
+        _stop(process)
+
+
 def _run_target(
     name: str, args: argparse.Namespace, me: list[str], work: Path, upstream: str
 ) -> dict[str, float]:
     if name == "upstream":
         return measure(upstream, "none", args.concurrency, args.requests)
+    if name == "litellm":
+        with litellm_proxy(args.litellm, upstream, work / name) as (url, key):
+            return measure(url, key, args.concurrency, args.requests)
+    if name == "missive-forward":
+        with missive_forward(upstream, work / name) as (url, key):
+            return measure(url, key, args.concurrency, args.requests)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False"}
-    if name == "litellm":
-        config = work / "litellm.yaml"
-        config.write_text(_litellm_config(upstream))
-        command = [args.litellm, "--config", str(config), "--port", str(port), "--num_workers", "1"]
-        process = _start(command, env, work / "litellm.log", f"{url}/health/liveliness")
-        key = "sk-litellm-bench"
-    elif name == "missive-forward":
-        data = work / name
-        data.mkdir()
-        (data / "missive.toml").write_text(FORWARD_CONFIG.format(upstream=upstream))
-        env.update(MISSIVE_CONFIG=str(data / "missive.toml"), MISSIVE_DATA_DIR=str(data / "data"))
-        log = work / f"{name}.log"
-        command = [sys.executable, "-m", "missive", "serve", "--port", str(port)]
-        process = _start(command, env, log, f"{url}/v1/models")
-        key = re.search(r"^\s+(sk-missive-\S+)$", log.read_text(), re.M).group(1)  # type: ignore[union-attr]
-    else:
-        data = work / name
-        data.mkdir()
-        database, limiter, prefix, schema = "", "memory", "bench:", None
-        if name == "missive-pg-redis":
-            schema = _pg_schema(args.postgres, create=True)
-            database = f'database_url = "{args.postgres}?options=-csearch_path%3D{schema}"'
-            limiter, prefix = "redis", f"missive-bench-{schema}:"
-        (data / "missive.toml").write_text(
-            MISSIVE_CONFIG.format(database=database, limiter=limiter, redis=args.redis, prefix=prefix)
-        )
-        env.update(MISSIVE_CONFIG=str(data / "missive.toml"), MISSIVE_DATA_DIR=str(data / "data"))
-        serve = "missive-bare" if name == "missive-bare" else "missive"
-        log = work / f"{name}.log"
-        process = _start([*me, "--serve", serve, "--port", str(port)], env, log, f"{url}/v1/models")
-        found = re.search(r"^\s+(sk-missive-\S+)$", log.read_text(), re.M)
-        key = found.group(1) if found else "sk-missive-bare"
+    env = _env()
+    data = work / name
+    data.mkdir()
+    database, limiter, prefix, schema = "", "memory", "bench:", None
+    if name == "missive-pg-redis":
+        schema = _pg_schema(args.postgres, create=True)
+        database = f'database_url = "{args.postgres}?options=-csearch_path%3D{schema}"'
+        limiter, prefix = "redis", f"missive-bench-{schema}:"
+    (data / "missive.toml").write_text(
+        MISSIVE_CONFIG.format(database=database, limiter=limiter, redis=args.redis, prefix=prefix)
+    )
+    env.update(MISSIVE_CONFIG=str(data / "missive.toml"), MISSIVE_DATA_DIR=str(data / "data"))
+    serve = "missive-bare" if name == "missive-bare" else "missive"
+    log = work / f"{name}.log"
+    process = _start([*me, "--serve", serve, "--port", str(port)], env, log, f"{url}/v1/models")
+    found = re.search(r"^\s+(sk-missive-\S+)$", log.read_text(), re.M)
+    key = found.group(1) if found else "sk-missive-bare"
     try:
         return measure(url, key, args.concurrency, args.requests)
     finally:

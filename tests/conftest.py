@@ -34,6 +34,12 @@ ping_interval = 0.5
 [local]
 parallel = 4
 
+# url sources may reach 127.0.0.2 (the document tests serve files there); 127.0.0.1 stays refused.
+# PDF pages are also given as pictures to the vision model (tests/test_documents.py).
+[media]
+url_allow = ["127.0.0.2"]
+pdf_pages_as_images = true
+
 [[models]]
 id = "smollm2-135m-instruct"
 display_name = "SmolLM2 135M Instruct"
@@ -74,8 +80,33 @@ id = "smollm2-llama3"
 context_window = 2048
 min_cache_tokens = 64
 chat_template_file = '{llama3}'
+
+[[models]]
+id = "smollm2-mistral-v3"
+context_window = 2048
+min_cache_tokens = 64
+chat_template_file = '{mistral_v3}'
+
+[[models]]
+id = "smollm2-mistral-v11"
+context_window = 2048
+min_cache_tokens = 64
+chat_template_file = '{mistral_v11}'
+
+[[models]]
+id = "smollm2-harmony"
+context_window = 2048
+min_cache_tokens = 64
+chat_template_file = '{harmony}'
+
+# The same GGUF with a projector of generated weights (tests/projector.py), written before the server starts.
+[[models]]
+id = "smollm2-vision"
+context_window = 2048
+min_cache_tokens = 16
+mmproj = '{mmproj}'
 """
-for _name in ("hermes", "qwen3_coder", "glm45", "llama3"):
+for _name in ("hermes", "qwen3_coder", "glm45", "llama3", "mistral_v3", "mistral_v11", "harmony"):
     CONFIG = CONFIG.replace("{%s}" % _name, str(Path(__file__).parent / "templates" / f"{_name}.jinja"))
 
 
@@ -170,7 +201,13 @@ def run_server(root: Path, config: str) -> Iterator[Server]:
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with run_server(tmp_path_factory.mktemp("missive"), CONFIG) as running:
+    from projector import write_projector
+
+    from missive.engines.local.default_model import default_model_path
+
+    root = tmp_path_factory.mktemp("missive")
+    mmproj = write_projector(root / "projector.gguf", default_model_path())
+    with run_server(root, CONFIG.replace("{mmproj}", str(mmproj))) as running:
         yield running
 
 

@@ -270,6 +270,8 @@ class Fuzzer:
             problems.append(f"a redirect ({status}): the API answers each path itself")
         elif status == 200 and case.path.startswith("/v1/messages/batches/") and case.path.endswith("/results"):
             problems += results_problems(body)
+        elif status == 200 and case.path.startswith("/v1/files/") and case.path.endswith("/content"):
+            pass  # a file's own bytes
         elif status == 200 and case.path.startswith("/v1/") and not _json_object(body):
             problems.append("a 200 whose body is not a JSON object")
 
@@ -311,6 +313,7 @@ class Targets:
     workspace_id: str
     key_id: str
     batch_id: str  # a message batch of one request, made with `api_key` (ended, unless its run was slow)
+    file_id: str = ""  # a file uploaded with `api_key`
 
 
 def prepare(base_url: str, admin_key: str, batch_wait: float = 60.0) -> Targets:
@@ -342,7 +345,10 @@ def prepare(base_url: str, admin_key: str, batch_wait: float = 60.0) -> Targets:
             if state.status_code != 200 or state.json().get("processing_status") == "ended":
                 break
             time.sleep(0.3)
-    return Targets(key, admin_key, models, target["id"], target_key["id"], batch_id)
+        file = admin.post("/v1/files", files={"file": ("fuzz.txt", b"fuzz", "text/plain")},
+                          headers={"x-api-key": key, "anthropic-beta": FILES_BETA})  # fmt: skip
+        assert file.status_code == 200, f"/v1/files: {file.status_code} {file.text}"
+    return Targets(key, admin_key, models, target["id"], target_key["id"], batch_id, file.json()["id"])
 
 
 # --- values ------------------------------------------------------------------------------------------
@@ -897,6 +903,54 @@ CUSTOM_IDS = ["a", "req-1", "req_2", "A-b_9", "0", "-", "x" * 64]
 BAD_CUSTOM_IDS = [
     "", "x" * 65, "has space", "é", "a/b", "a.b", "a:b", "a\x00", "\ud800", "a\n", "😀", " a", "a ", "a" * 10_000,
 ]  # fmt: skip
+FILES_BETA = "files-api-2025-04-14"
+FILE_IDS = ["file_nosuchfile", "file_", "FILE_X", "file_%00", "file_..%2F..%2Fmissive.db", "file_" + "a" * 65, "fuzz"]
+FILE_CONTENTS = [b"hello", b"", b"%PDF-1.4\n%%EOF", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"\x00" * 64, b"--b\r\n", b"\r\n--b--"]
+FILENAMES = ["a.txt", "report.pdf", "image.png", "upload", "", "a/b.txt", "..", "a" * 256, "é.txt", "a\x00b", 'q"uote', "a\r\nX-Evil: 1"]
+PART_TYPES = [None, None, "text/plain", "application/pdf", "image/png", "application/octet-stream", "", "x", "a" * 300]
+
+
+@st.composite
+def upload_bodies(draw: st.DrawFn) -> tuple[bytes | None, bytes]:
+    """A Files API upload: (content-type header, body), mostly well formed multipart, often broken."""
+    boundary = draw(st.sampled_from(["b0und", "b0und", "x" * 71, "a b", "-"]))
+
+    def part(name: str | None, value: bytes, filename: str | None, content_type: str | None = None) -> bytes:
+        disposition = "form-data" + (f'; name="{name}"' if name is not None else "")
+        disposition += f'; filename="{filename}"' if filename is not None else ""
+        head = f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
+        head += f"Content-Type: {content_type}\r\n" if content_type is not None else ""
+        return head.encode("utf-8", "surrogatepass") + b"\r\n" + value + b"\r\n"
+
+    parts = [part("file", draw(st.sampled_from(FILE_CONTENTS)), draw(mostly(st.just("a.txt"), st.sampled_from(FILENAMES))),
+                  draw(st.sampled_from(PART_TYPES)))]  # fmt: skip
+    for _ in range(draw(st.sampled_from([0, 0, 0, 1, 2]))):
+        name = draw(st.sampled_from(["expires_in_seconds", "file", "purpose", None, "", "é"]))
+        value = draw(st.sampled_from([b"1", b"3600", b"0", b"-1", b"soon", b"9" * 40, b"x" * 2000]))
+        parts.append(part(name, value, draw(st.sampled_from([None, None, "b.txt"]))))
+    if draw(st.integers(0, 4)) == 0:
+        draw(st.randoms()).shuffle(parts)
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    how = draw(st.sampled_from(["whole"] * 12 + ["truncated", "no end", "bytes", "json", "empty", "bad byte"]))
+    if how == "truncated":
+        body = body[: draw(st.integers(0, len(body)))]
+    elif how == "no end":
+        body = b"".join(parts)
+    elif how == "bytes":
+        body = draw(st.binary(max_size=128))
+    elif how == "json":
+        body = b'{"file": "hello"}'
+    elif how == "empty":
+        body = b""
+    elif how == "bad byte":
+        at = draw(st.integers(0, len(body)))
+        body = body[:at] + b"\xff\x00" + body[at:]
+    kind = draw(st.sampled_from([f"multipart/form-data; boundary={boundary}"] * 8 + [
+        "multipart/form-data", "multipart/form-data; boundary=other", "application/json", "text/plain",
+        f'multipart/form-data; boundary="{boundary}"', f"MULTIPART/FORM-DATA; BOUNDARY={boundary}", "absent"]))  # fmt: skip
+    return (None if kind == "absent" else kind.encode("utf-8", "surrogatepass")), body
+
+
 BATCH_IDS = ["msgbatch_nosuchbatch", "msgbatch_", "MSGBATCH_X", "msgbatch_%00", "msgbatch_..%2F", "req_01", "fuzz"]
 
 
@@ -1106,6 +1160,41 @@ def strategies(targets: Targets, large: bool = False) -> dict[str, st.SearchStra
 
         return case()
 
+    files = "/v1/files"
+    file_ids = weighted((4, _ids([t.file_id] * 2)), (1, st.sampled_from(FILE_IDS)))
+
+    def file_headers(draw: st.DrawFn, content_type: bytes | None = None) -> tuple[tuple[bytes, bytes], ...]:
+        """An API key's headers, mostly with the files beta (without it, the generally available shapes)."""
+        headers = list(draw(api(content_type=False)))
+        if draw(st.integers(0, 3)):
+            headers.append((b"anthropic-beta", FILES_BETA.encode()))
+        if content_type is not None:
+            headers.append((b"content-type", content_type))
+        return tuple(headers)
+
+    @st.composite
+    def file_upload_case(draw: st.DrawFn) -> Case:
+        content_type, body = draw(upload_bodies())
+        return Case("POST /v1/files", "POST", files, draw(beta_noise), file_headers(draw, content_type), body)
+
+    def file_get_case(route: str, paths: st.SearchStrategy[str], names: list[str], values: dict | None = None) -> st.SearchStrategy[Case]:
+        @st.composite
+        def case(draw: st.DrawFn) -> Case:
+            method = draw(st.sampled_from(["GET"] * 9 + ["HEAD"]))
+            return Case(route, method, draw(paths), draw(query(names, values)), file_headers(draw))
+
+        return case()
+
+    @st.composite
+    def file_delete_case(draw: st.DrawFn) -> Case:
+        body = draw(st.sampled_from([None, None, None, b"", b"{}", b"\xff"]))
+        path = f"{files}/{draw(file_ids)}"
+        return Case("DELETE /v1/files/{id}", "DELETE", path, draw(beta_noise), file_headers(draw), body)
+
+    file_list_values = {"limit": list_values["limit"], "after_id": [t.file_id, "file_nosuchfile"], "before_id": [t.file_id],
+                        "page": [quote(page, safe="") for page in PAGES], "ids": [t.file_id, "file_x", "%00"],
+                        "ids[]": [t.file_id], "scope_id": ["sesn_1", ""]}  # fmt: skip
+
     @st.composite
     def unknown_case(draw: st.DrawFn) -> Case:
         method = draw(st.sampled_from(methods))
@@ -1138,6 +1227,11 @@ def strategies(targets: Targets, large: bool = False) -> dict[str, st.SearchStra
         "GET /v1/messages/batches/{id}/results": get_case("GET /v1/messages/batches/{id}/results", batch_ids.map(lambda i: f"{batches}/{i}/results"), api, batch_query, batch_values),
         "POST /v1/messages/batches/{id}/cancel": batch_id_case("POST /v1/messages/batches/{id}/cancel", "POST", "/cancel"),
         "DELETE /v1/messages/batches/{id}": batch_id_case("DELETE /v1/messages/batches/{id}", "DELETE"),  # last: it ends the target
+        "POST /v1/files": file_upload_case(),
+        "GET /v1/files": file_get_case("GET /v1/files", st.just(files), ["limit", "after_id", "before_id", "page", "ids", "ids[]", "scope_id"], file_list_values),
+        "GET /v1/files/{id}": file_get_case("GET /v1/files/{id}", file_ids.map(lambda i: f"{files}/{i}"), ["beta"], batch_values),
+        "GET /v1/files/{id}/content": file_get_case("GET /v1/files/{id}/content", file_ids.map(lambda i: f"{files}/{i}/content"), ["beta"], batch_values),
+        "DELETE /v1/files/{id}": file_delete_case(),  # last of the files: it may delete the target
         "unknown path or method": unknown_case(),
     }  # fmt: skip
 

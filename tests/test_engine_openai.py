@@ -16,6 +16,7 @@ on a stand-in transport.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import sqlite3
@@ -32,6 +33,7 @@ import jsonschema
 import llamacpp
 import pytest
 from conftest import COUNTING, Server, free_port, launch, stop
+from media_files import image_bytes, minimal_pdf
 
 from missive.engines.base import EngineUnavailable, Generation
 from missive.engines.openai.engine import OpenAIEngine
@@ -75,6 +77,11 @@ max_output_tokens = 4096
 id = "remote-think"
 context_window = 2048
 thinking = true
+
+[[engines.models]]
+id = "remote-eyes"  # said to take images, but llama-server runs without a projector: its 400 is the answer
+context_window = 2048
+image_input = true
 
 [[engines]]
 name = "wrong-key"
@@ -381,9 +388,35 @@ def test_server_tools_and_unreadable_input_are_refused_before_the_upstream(clien
             messages=HI,
             tools=[{"type": "web_search_20250305", "name": "web_search"}],
         )
-    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}}
+    png = base64.b64encode(image_bytes("PNG")).decode()
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": png}}
     with pytest.raises(anthropic.BadRequestError, match="does not support image input"):
         client.messages.create(model="remote-smollm2", max_tokens=4, messages=[{"role": "user", "content": [image]}])
+
+
+def test_images_go_upstream_as_data_urls_and_its_refusal_is_passed_on(client: anthropic.Anthropic) -> None:
+    """llama-server without a projector refuses an image_url part with a 500 of its own: the image reached it,
+    and its status and words come back as they are (its 400s come back as 400s: the $ref test above)."""
+    png = base64.b64encode(image_bytes("PNG")).decode()
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": png}}
+    with pytest.raises(anthropic.APIStatusError) as refused:
+        client.messages.create(model="remote-eyes", max_tokens=4, messages=[{"role": "user", "content": [image]}])
+    assert refused.value.status_code == 500
+    assert refused.value.body["error"]["message"].startswith("image input is not supported")
+    assert client.messages.create(model="remote-smollm2", max_tokens=2, messages=HI).content  # the engine still serves
+    mislabelled = {"type": "image", "source": {"type": "base64", "media_type": "image/gif", "data": png}}
+    with pytest.raises(anthropic.BadRequestError, match="specified using the image/gif media type"):
+        client.messages.create(model="remote-eyes", max_tokens=4, messages=[{"role": "user", "content": [mislabelled]}])
+
+
+def test_a_pdf_reaches_a_text_upstream_as_its_pages_text(client: anthropic.Anthropic) -> None:
+    data = base64.b64encode(minimal_pdf(["The secret word is tangerine."])).decode()
+    document = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": data}}
+    ask = [{"role": "user", "content": [document, {"type": "text", "text": "Repeat the secret word."}]}]
+    message = client.messages.create(model="remote-smollm2", max_tokens=4, messages=ask)
+    as_text = [{"role": "user", "content": [{"type": "text", "text": "x"}]}]
+    plain = client.messages.create(model="remote-smollm2", max_tokens=4, messages=as_text)
+    assert message.usage.input_tokens > plain.usage.input_tokens + 10  # the page's text went up, with its markers
 
 
 def test_reasoning_is_thinking_signed_by_missive_and_goes_back(client: anthropic.Anthropic) -> None:

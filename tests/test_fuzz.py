@@ -17,7 +17,7 @@ from fuzzing import Case, Fuzzer, Targets, prepare, strategies
 from hypothesis import HealthCheck, given, settings
 from starlette.routing import Route
 
-from missive.routes import admin, batches
+from missive.routes import admin, batches, files
 
 # Examples per route (each one request, plus those hypothesis sends when it shrinks a failure).
 EXAMPLES = {
@@ -45,6 +45,11 @@ EXAMPLES = {
     "GET /v1/messages/batches/{id}/results": 10,
     "POST /v1/messages/batches/{id}/cancel": 8,
     "DELETE /v1/messages/batches/{id}": 8,  # after the others: it may delete the fuzzer's batch
+    "POST /v1/files": 30,
+    "GET /v1/files": 12,
+    "GET /v1/files/{id}": 8,
+    "GET /v1/files/{id}/content": 8,
+    "DELETE /v1/files/{id}": 8,  # after the other file routes: it may delete the fuzzer's file
     "unknown path or method": 30,
 }
 FUZZ = settings(database=None, deadline=None, suppress_health_check=list(HealthCheck), print_blob=False)
@@ -66,9 +71,9 @@ def fuzzer(server: Server) -> Iterator[Fuzzer]:
 
 def test_every_route_is_fuzzed(targets: Targets) -> None:
     """A route added to the server without cases here fails this test."""
-    routes = [*admin.routes(), *batches.routes()]
+    routes = [*admin.routes(), *batches.routes(), *files.routes()]
     served = {f"{method} {route.path}" for route in routes for method in route.methods or () if method != "HEAD"}
-    for name in ("{workspace_id}", "{key_id}", "{batch_id}"):
+    for name in ("{workspace_id}", "{key_id}", "{batch_id}", "{file_id}"):
         served = {route.replace(name, "{id}") for route in served}
     served |= {"POST /v1/messages", "POST /v1/messages/count_tokens", "GET /v1/models", "GET /v1/models/{id}", "GET /metrics"}
     assert served <= set(strategies(targets)) and set(strategies(targets)) == set(EXAMPLES)

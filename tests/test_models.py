@@ -8,13 +8,13 @@ import pytest
 
 LOCAL = [
     "smollm2-135m-instruct", "smollm2-small", "smollm2-think", "smollm2-hermes", "smollm2-qwen3-coder", "smollm2-glm45",
-    "smollm2-llama3",
+    "smollm2-llama3", "smollm2-mistral-v3", "smollm2-mistral-v11", "smollm2-harmony", "smollm2-vision",
 ]
 LISTED = [*LOCAL, *(f"claude-{model}" for model in LOCAL)]  # the ids Claude Code's model discovery keeps
 
 
 def test_list_models_shape(client: anthropic.Anthropic) -> None:
-    page = client.models.list()
+    page = client.models.list(limit=100)  # more models than the default page of 20
     ids = [model.id for model in page.data]
     assert ids == LISTED
     default = page.data[0]

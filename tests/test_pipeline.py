@@ -37,6 +37,7 @@ class FakeEngine:
     """Serves one model; `fail` says how: None (serve), "prepare", "first" (before Started), "after"."""
 
     signs_thinking = False
+    fetches_urls = False
 
     def __init__(self, name: str, model: str, fail: str | None = None, thinking: bool = False) -> None:
         self.name, self.fail, self.thinking = name, fail, thinking

@@ -62,10 +62,11 @@ def test_migrations_run_once_and_adopt_a_database_from_before_them(url: str) -> 
             "admin_keys",
             "usage_records",
             "instances",
+            "files",
             "alembic_version",
         } <= tables
         with engine.connect() as conn:
-            assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0004"
+            assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0006"
         old = key_store.get_key(engine, "apikey_old")
         assert old is not None and old.status == "active" and old.workspace_id == "default"
         engine.dispose()

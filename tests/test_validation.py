@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import re
 
 import anthropic
 import httpx
 import pytest
+from media_files import image_bytes
 
 MODEL = "claude-sonnet-4-6"
 USER = [{"role": "user", "content": "Hi"}]
@@ -348,14 +350,15 @@ def test_claude_code_request_shape_is_accepted(http: httpx.Client) -> None:
 
 
 def test_images_and_pdfs_are_refused_not_dropped(http: httpx.Client) -> None:
-    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
+    png = base64.b64encode(image_bytes("PNG")).decode()
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": png}}
     payload = body(messages=[{"role": "user", "content": [{"type": "text", "text": "What is this?"}, image]}])
     assert error_of(http.post("/v1/messages", json=payload)) == (
         "messages.0.content.1: model smollm2-135m-instruct does not support image input"
     )
     pdf = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="}}
     payload = body(messages=[{"role": "user", "content": [pdf, {"type": "text", "text": "Summarise."}]}])
-    assert "does not support PDF" in error_of(http.post("/v1/messages", json=payload))
+    assert "The PDF specified was not valid" in error_of(http.post("/v1/messages", json=payload))  # test_documents.py
     text_doc = {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "The sky is green."}}
     payload = body(messages=[{"role": "user", "content": [text_doc, {"type": "text", "text": "What colour is the sky?"}]}])
     assert http.post("/v1/messages", json=payload).status_code == 200

@@ -1,4 +1,4 @@
-"""The `missive` command: serve, keys, workspaces, batches, models."""
+"""The `missive` command: serve, keys, workspaces, batches, files, models."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import click
 
 from missive import __version__
 from missive.cli_batches import batches
+from missive.cli_files import files
 from missive.cli_platform import keys, settings_from, workspaces
 
 
@@ -90,4 +91,5 @@ def models_cmd(ctx: click.Context) -> None:
 
 main.add_command(keys)
 main.add_command(batches)
+main.add_command(files)
 main.add_command(workspaces)

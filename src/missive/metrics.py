@@ -40,6 +40,21 @@ BACKGROUND_WAITING = Gauge(
     _MODEL,
     registry=ENGINE_REGISTRY,
 )
+SPECULATIVE_DRAFTED = Counter(
+    "missive_speculative_draft_tokens", "Tokens guessed by prompt lookup and verified", _MODEL, registry=ENGINE_REGISTRY
+)
+SPECULATIVE_ACCEPTED = Counter(
+    "missive_speculative_accepted_tokens",
+    "Guessed tokens that the model confirmed (acceptance rate: this over missive_speculative_draft_tokens)",
+    _MODEL,
+    registry=ENGINE_REGISTRY,
+)
+SPECULATIVE_ACCEPTANCE = Gauge(
+    "missive_speculative_acceptance_rate",
+    "Share of the guessed tokens that the model confirmed, since the engine started",
+    _MODEL,
+    registry=ENGINE_REGISTRY,
+)
 OVERLOADED = Counter("missive_overloaded", "Requests shed with 529 (queue full or waited too long)", _MODEL, registry=ENGINE_REGISTRY)
 TIME_TO_FIRST_TOKEN = Histogram(
     "missive_time_to_first_token_seconds",
@@ -82,3 +97,6 @@ BATCH_REQUESTS = Gauge(
 BATCH_RESULTS = Counter(
     "missive_batch_results", "Batch requests this front end finished, by result type", ["result"], registry=REGISTRY
 )
+FILES_UPLOADED = Counter("missive_files_uploaded", "Files stored through the Files API by this front end", registry=REGISTRY)
+FILE_BYTES_UPLOADED = Counter("missive_file_bytes_uploaded", "Bytes of the files this front end stored", registry=REGISTRY)
+FILES_DELETED = Counter("missive_files_deleted", "Files this front end removed (deleted or expired)", registry=REGISTRY)

@@ -2,6 +2,7 @@
 
     validate   the request's own rules (version, betas, roles, tools, signatures), off the event loop
     resolve    the model id -> a route: its engines in order of preference (registry)
+    media      url and file sources made inline, images and PDFs checked, for each engine (media/sources.py)
     prepare    the engine renders and counts the prompt; a prompt too long is refused here
     admit      spend, credit, RPM, and ITPM charged on the counted prompt (policy): before any slot
     generate   the engine takes a slot (or an upstream answers); an engine that cannot serve before
@@ -30,6 +31,9 @@ from missive.engines.registry import Registry, Resolved, Route
 from missive.gateway.admission import Admission
 from missive.gateway.auth import Principal
 from missive.gateway.policy import Policy
+from missive.media.fetch import Fetcher
+from missive.media.sources import Media, RequestMedia
+from missive.settings import MediaSettings
 from missive.wire import requests as rq
 from missive.wire import validate
 from missive.wire.betas import Betas
@@ -76,13 +80,15 @@ class Reply:
 class _Checked:
     route: Route
     messages: list[rq.MessageParam]
+    media: RequestMedia
 
 
 class Pipeline:
-    def __init__(self, registry: Registry, policy: Policy, thinking_key: bytes) -> None:
+    def __init__(self, registry: Registry, policy: Policy, thinking_key: bytes, media: Media | None = None) -> None:
         self.registry = registry
         self.policy = policy
         self.thinking_key = thinking_key
+        self.media = media or Media(MediaSettings(), Fetcher(MediaSettings()), files=None)
 
     async def create(self, call: Call, body: bytes) -> Reply:
         """Run a `/v1/messages` body (JSON) up to its engine's first event; raises `ApiError` if refused."""
@@ -104,7 +110,8 @@ class Pipeline:
             for target in self.registry.in_order(checked.route):
                 self._check_signatures(target.engine, params)
                 try:
-                    return await target.engine.count_tokens(self._generation(call, params, checked, target)), headers
+                    generation = await self._generation(call, params, checked, target)
+                    return await target.engine.count_tokens(generation), headers
                 except EngineUnavailable as error:
                     unavailable = error
             assert unavailable is not None
@@ -131,19 +138,22 @@ class Pipeline:
                 f"max_tokens: {params.max_tokens} > {route.card.max_output_tokens}, which is the maximum allowed "
                 f"number of output tokens for {params.model}"
             )
-        return params, _Checked(route, validate.normalize(params))
+        media = self.media.sources(params, call.principal.workspace_id)  # found here; resolved per engine
+        return params, _Checked(route, validate.normalize(params), media)
 
     def _check_signatures(self, engine: Engine, params: rq.MessageCreateParams | rq.CountTokensParams) -> None:
         if not engine.signs_thinking:
             validate.check_thinking_signatures(params.messages, self.thinking_key)
 
-    def _generation(
+    async def _generation(
         self, call: Call, params: rq.MessageCreateParams | rq.CountTokensParams, checked: _Checked, target: Resolved
     ) -> Generation:
+        """The request as `target` sees it, its media made ready for that engine."""
+        params, messages = await checked.media.resolve(target.engine, target.card, checked.messages)
         return Generation(
             target.card,
             params,
-            checked.messages,
+            messages,
             call.principal.workspace_id,
             version=call.version,
             betas=call.betas.sent,
@@ -161,7 +171,7 @@ class Pipeline:
                 self._check_signatures(engine, params)
                 asked = time.monotonic()
                 try:
-                    prepared = await engine.prepare(self._generation(call, params, checked, target))
+                    prepared = await engine.prepare(await self._generation(call, params, checked, target))
                     if admission is None:
                         admission = await self.policy.admit(
                             call.principal,

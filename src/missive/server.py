@@ -23,10 +23,14 @@ from missive.engines.base import Engine
 from missive.engines.breaker import Breaker
 from missive.engines.build import build_engines
 from missive.engines.registry import Registry
+from missive.files.service import FileService
+from missive.files.storage import DiskStorage
 from missive.gateway import outages
 from missive.gateway.policy import Policy
+from missive.media.fetch import Fetcher
+from missive.media.sources import Media
 from missive.pipeline import Pipeline
-from missive.routes import admin, batches, messages, models
+from missive.routes import admin, batches, console, files, messages, models
 from missive.settings import Settings
 from missive.store import db as store_db
 from missive.store.keys import count_keys, create_key
@@ -154,7 +158,11 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> Starl
         ensure_first_key(settings, database)
         app.state.db = database
         app.state.policy = policy = Policy(settings, database)
-        app.state.pipeline = pipeline = Pipeline(registry, policy, thinking_key(settings.data_dir))
+        app.state.files = file_service = FileService(database, settings.files, DiskStorage(settings.files_dir))
+        await file_service.start()
+        fetcher = Fetcher(settings.media)
+        media = Media(settings.media, fetcher, file_service)
+        app.state.pipeline = pipeline = Pipeline(registry, policy, thinking_key(settings.data_dir), media)
         app.state.batch_worker = worker = BatchWorker(database, pipeline, settings, policy.ledger.instance_id)
         await policy.start()
         for engine in engines:
@@ -169,6 +177,7 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> Starl
         finally:
             for engine in engines:
                 await engine.close()
+            await fetcher.close()
             await policy.close()
             database.dispose()
 
@@ -176,10 +185,12 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> Starl
         Route("/v1/messages", messages.create_message, methods=["POST"]),
         Route("/v1/messages/count_tokens", messages.count_tokens, methods=["POST"]),
         *batches.routes(),
+        *files.routes(),
         Route("/v1/models", models.list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", models.get_model, methods=["GET"]),
         *admin.routes(),
         Route("/metrics", _metrics, methods=["GET"]),
+        *(console.routes(settings.console) if settings.console.enabled else []),
     ]
     app = Starlette(
         routes=routes,

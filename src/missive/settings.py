@@ -54,13 +54,23 @@ class ModelSettings(BaseModel):
     chat_template_file: str | None = Field(
         default=None, description="A Jinja chat template file to use instead of the one inside the GGUF"
     )
-    tool_format: Literal["auto", "missive", "hermes", "qwen3_coder", "glm45", "llama3_json"] = Field(
+    mmproj: str | None = Field(
+        default=None,
+        description="A multimodal projector GGUF (as llama-server's --mmproj): the model then takes image blocks, "
+        "read through libmtmd (docs/vision.md)",
+    )
+    tool_format: Literal[
+        "auto", "missive", "hermes", "qwen3_coder", "glm45", "llama3_json", "mistral_v3", "mistral_v11", "harmony"
+    ] = Field(
         default="auto",
         description="How tools reach the model. hermes: the chat template takes tools and the model writes "
         '<tool_call>{"name": ..., "arguments": ...}</tool_call> (Qwen 2.5/3, Hermes); qwen3_coder: '
         "<tool_call><function=NAME><parameter=KEY>value</parameter></function></tool_call> (Qwen3-Coder, "
         "Qwen3.5); glm45: <tool_call>NAME<arg_key>KEY</arg_key><arg_value>value</arg_value></tool_call> "
         '(GLM-4.5 and later); llama3_json: {"name": ..., "parameters": ...}, one call a turn (Llama 3.1-3.3); '
+        'mistral_v3: [TOOL_CALLS] [{"name": ..., "arguments": ...}] (Mistral 7B v0.3, Nemo, Small 3.1); mistral_v11: '
+        "[TOOL_CALLS]NAME[ARGS]{...} (Mistral Small 3.2, Magistral, Devstral); harmony: gpt-oss's channels, "
+        "calls to functions.NAME and reasoning in the analysis channel; "
         "missive: a tool prompt of Missive's own, for templates without tools; auto: read from the chat "
         "template (docs/compatibility.md)",
     )
@@ -81,6 +91,19 @@ class LocalEngineSettings(BaseModel):
         description="Prompt tokens evaluated per step (chunks of at most this size), so long prompts do not stall streams",
     )
     flash_attention: bool = True
+    kv_cache_type: Literal["f16", "q8_0"] = Field(
+        default="f16",
+        description="Type of the KV cache. q8_0 halves its memory and its reads at long context, and makes a token's "
+        "numbers the same decoded alone, beside other sequences or in a speculative pass (docs/engine.md)",
+    )
+    speculative: bool = Field(
+        default=False,
+        description="Prompt-lookup speculative decoding for greedy requests: guess the next tokens from an earlier "
+        "occurrence of the last `speculative_ngram` tokens and verify them in one pass. Exact (same tokens) only "
+        "where the pass computes what a plain step would: see docs/engine.md",
+    )
+    speculative_ngram: int = Field(default=3, ge=1, le=16, description="Tokens that must match to guess from them")
+    speculative_max_draft: int = Field(default=8, ge=1, le=32, description="Most tokens guessed at once")
     unified_kv: bool = Field(
         default=False,
         description="One KV buffer for all sequences (llama.cpp's kv_unified). Not faster on CPU in our measurements "
@@ -104,7 +127,11 @@ class RemoteModelSettings(BaseModel):
     max_output_tokens: int = Field(default=64_000, ge=1)
     aliases: list[str] = Field(default_factory=list, description="Other model ids that resolve to this model")
     image_input: bool = False
-    pdf_input: bool = False
+    pdf_input: bool = Field(
+        default=False,
+        description="The upstream reads PDFs itself (sent as chat-completions file parts); off: Missive sends the "
+        "text of each page (docs/documents.md)",
+    )
     tools: bool = True
     thinking: bool = False
     structured_outputs: bool = True
@@ -276,6 +303,59 @@ class BatchSettings(BaseModel):
     progress_interval: float = Field(default=10.0, gt=0, description="Seconds between progress lines in the log")
 
 
+class ConsoleSettings(BaseModel):
+    """The web console at /console (docs/console.md): sign-in with an admin key, then a session."""
+
+    enabled: bool = Field(default=True, description="Serve the console at /console")
+    session_ttl: float = Field(default=12 * 3600.0, gt=0, description="Seconds a console session lasts")
+    secure_cookie: bool = Field(
+        default=False, description="Mark the session cookie Secure (always so when the request came over HTTPS)"
+    )
+    assets_dir: str | None = Field(
+        default=None,
+        description="Where the console's npm assets were installed; empty: .cache/console/node_modules of the "
+        "checkout (scripts/bootstrap installs them there)",
+    )
+
+
+class MediaSettings(BaseModel):
+    """Images and documents in requests: `url` sources fetched by Missive, and PDFs (docs/documents.md)."""
+
+    allow_private_urls: bool = Field(
+        default=False,
+        description="Fetch url sources that resolve to private, loopback, link-local or other non-public addresses. "
+        "Off: such a URL is a 400, so that a client cannot reach the server's own network through it",
+    )
+    url_allow: list[str] = Field(
+        default_factory=list,
+        description="Hosts (docs.internal) and networks (10.1.0.0/16) that url sources may reach even though they "
+        "are not public",
+    )
+    fetch_timeout: float = Field(default=15.0, gt=0, description="Seconds for one url source, redirects included")
+    max_redirects: int = Field(default=5, ge=0, description="Redirects followed for one url source")
+    max_url_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=1, description="Largest body a url source may have (the API's 32 MB)"
+    )
+    max_pdf_pages: int = Field(default=100, ge=1, description="PDF pages in one request at most (the API's 100)")
+    pdf_pages_as_images: bool = Field(
+        default=False,
+        description="For models that take images: each PDF page is also given as a picture of the page, after its "
+        "text, as the Claude API does. Off: the text of each page only",
+    )
+
+
+class FileSettings(BaseModel):
+    """The Files API: uploads kept per workspace, their metadata in the store, their bytes on disk."""
+
+    dir: Path | None = Field(default=None, description="Where the files' bytes are kept; empty: data_dir/files")
+    max_bytes: int = Field(default=500 * 1024 * 1024, ge=1, description="Largest upload (the Claude API's 500 MB)")
+    downloadable: bool = Field(
+        default=False,
+        description="Uploaded files can be downloaded again (GET /v1/files/{id}/content). Off by default, as on "
+        "the Claude API, where only files that the server creates are downloadable (docs/files.md)",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MISSIVE_", env_nested_delimiter="__", extra="forbid")
 
@@ -319,6 +399,9 @@ class Settings(BaseSettings):
     pricing: PricingSettings = Field(default_factory=PricingSettings)
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
     batches: BatchSettings = Field(default_factory=BatchSettings)
+    files: FileSettings = Field(default_factory=FileSettings)
+    media: MediaSettings = Field(default_factory=MediaSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -335,6 +418,10 @@ class Settings(BaseSettings):
     @property
     def database_path(self) -> Path:
         return self.data_dir / "missive.db"
+
+    @property
+    def files_dir(self) -> Path:
+        return self.files.dir or self.data_dir / "files"
 
     @property
     def database(self) -> str:

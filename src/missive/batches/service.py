@@ -104,3 +104,9 @@ def _lines(db: sa.Engine, batch_id: str) -> Iterator[bytes]:
         for position, custom_id, status, result in rows:
             yield result_line(custom_id, status, result)
             after = position
+
+
+def progress(db: sa.Engine, batch_ids: list[str]) -> dict[str, dict[str, int]]:
+    """Each batch's requests by status as the worker has them (queued, running, succeeded, ...): the
+    console's progress, which the MessageBatch object shows only once the batch has ended."""
+    return store.counts(db, batch_ids)

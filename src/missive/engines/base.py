@@ -69,6 +69,7 @@ class Engine(Protocol):
 
     name: str  # as in settings: the ledger, metrics and routes name engines by it
     signs_thinking: bool  # the engine signs its own thinking blocks and checks those sent back to it
+    fetches_urls: bool  # its upstream fetches url sources and checks media itself (media/sources.py)
 
     def models(self) -> list[ModelCard]: ...
 

@@ -24,10 +24,14 @@ parses calls out of the output with the same syntax.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from missive.engines.base import Generation
+from missive.media import pdf
 from missive.wire import requests as rq
 from missive.wire.errors import invalid
 from missive.wire.models import ModelCard
@@ -67,7 +71,11 @@ CLIENT_TOOL_SCHEMAS: dict[str, dict] = {
 
 @dataclass(frozen=True)
 class CallSyntax:
-    """How a model writes a tool call: `open` NAME `name_end` INPUT-AS-JSON `close`."""
+    """How a model writes a tool call: `open` NAME `name_end` INPUT-AS-JSON `close`.
+
+    Several calls are written `before` CALL (`separator` CALL)* `after` (Mistral's older `[TOOL_CALLS]
+    [{...}, {...}]`); a separator of whitespace is optional.
+    """
 
     name: str
     open: str
@@ -75,9 +83,21 @@ class CallSyntax:
     close: str
     trigger: str  # the start of a call, which wakes the grammar when the model may answer in text
     parallel: bool = True  # False: one call per assistant turn (Llama 3's template refuses more)
+    before: str = ""
+    separator: str = "\n"
+    after: str = ""
+    short_ids: bool = False  # the template takes call ids of 9 letters and digits (Mistral)
 
     def text(self, name: str, tool_input: dict) -> str:
         return f"{self.open}{name}{self.name_end}{json.dumps(tool_input, ensure_ascii=False)}{self.close}"
+
+    def calls_text(self, calls: list[tuple[str, dict]]) -> str:
+        return self.before + self.separator.join(self.text(name, args) for name, args in calls) + self.after
+
+
+@dataclass(frozen=True)
+class HarmonySyntax(CallSyntax):
+    """gpt-oss's harmony messages (harmony.py): a call is a `commentary` message to `functions.NAME`."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +127,9 @@ class TaggedSyntax:
                        for key, value in tool_input.items())
         return f"{self.open}{name}{self.name_end}{args}{self.close}"
 
+    def calls_text(self, calls: list[tuple[str, dict]]) -> str:
+        return "".join(self.text(name, args) for name, args in calls)
+
 
 def raw_value(value: object) -> str:
     """A value as tagged formats write it: strings as they are, anything else as JSON."""
@@ -128,16 +151,36 @@ GLM45_CALLS = TaggedSyntax(
     "glm45", "<tool_call>", "\n", "<arg_key>", "</arg_key>\n<arg_value>", "</arg_value>\n", "</tool_call>",
     "<tool_call>",
 )
+# Mistral 7B v0.3, Nemo, Small 3/3.1, Large 2 (tokenizers v3 and v7): one JSON list of calls after [TOOL_CALLS].
+MISTRAL_V3_CALLS = CallSyntax(
+    "mistral_v3", '{"name": "', '", "arguments": ', "}", "[TOOL_CALLS]", before="[TOOL_CALLS] [", separator=", ",
+    after="]", short_ids=True,
+)
+# Mistral Small 3.2, Magistral, Devstral and later (tokenizer v11+): [TOOL_CALLS]NAME[ARGS]{...} for each call.
+MISTRAL_V11_CALLS = CallSyntax(
+    "mistral_v11", "[TOOL_CALLS]", "[ARGS]", "", "[TOOL_CALLS]", separator="", short_ids=True
+)
+# gpt-oss: the call's message ends with <|call|>, an end-of-generation token, so one call per turn.
+HARMONY_CALLS = HarmonySyntax(
+    "harmony", "<|channel|>commentary to=functions.", " <|constrain|>json<|message|>", "", "<|channel|>commentary to=",
+    parallel=False,
+)
 CALL_SYNTAXES: dict[str, ToolFormat] = {
-    syntax.name: syntax for syntax in (MISSIVE_CALLS, HERMES_CALLS, QWEN3_CODER_CALLS, GLM45_CALLS, LLAMA3_CALLS)
+    syntax.name: syntax
+    for syntax in (MISSIVE_CALLS, HERMES_CALLS, QWEN3_CODER_CALLS, GLM45_CALLS, LLAMA3_CALLS, MISTRAL_V3_CALLS,
+                   MISTRAL_V11_CALLS, HARMONY_CALLS)
 }
 
 
 def template_call_syntax(template: str) -> ToolFormat:
     """The call syntax a chat template teaches, from the tags it shows (the most specific first); Missive's
     own when it takes no tools."""
+    if "<|channel|>" in template and "<|message|>" in template:  # harmony: reasoning and calls are channels
+        return HARMONY_CALLS
     if "tools" not in template:
         return MISSIVE_CALLS
+    if "[TOOL_CALLS]" in template:
+        return MISTRAL_V11_CALLS if "[ARGS]" in template else MISTRAL_V3_CALLS
     if "<function=" in template and "<parameter=" in template:
         return QWEN3_CODER_CALLS
     if "<arg_key>" in template and "<arg_value>" in template:
@@ -199,9 +242,18 @@ class ChatTurn:
     role: str  # "system", "user", "assistant", or "tool" (a tool result, for templates that take tools)
     content: str
     tool_calls: list[dict] | None = None  # for templates that take tools
+    tool_call_id: str | None = None  # a tool result's call
+
+    def message(self) -> dict:
+        """The turn as a chat template's message."""
+        extra = {"tool_calls": self.tool_calls} if self.tool_calls else {}
+        if self.tool_call_id is not None:
+            extra["tool_call_id"] = self.tool_call_id
+        return {"role": self.role, "content": self.content, **extra}
 
 
 MARK = "\U000f8000"  # a private-use character, never part of a real prompt
+IMAGE_MARK = 0xF9000  # chr(IMAGE_MARK + i) stands where image i of ChatPrompt.images is (private use too)
 BILLING_HEADER = "x-anthropic-billing-header:"
 Ttl = str  # "5m" or "1h"
 
@@ -212,6 +264,45 @@ class ChatPrompt:
     prefill: str  # text of a final assistant turn, which the response continues
     marks: list[Ttl | None]
     tools: list[dict] | None = None  # for templates that take tools
+    images: list[ImageInput] = field(default_factory=list)  # image blocks, in the order of their marks
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """An image block's bytes, and the request path that names it in errors."""
+
+    path: str
+    data: bytes
+
+
+def _images(generation: Generation) -> tuple[list[ImageInput], dict[int, str]]:
+    """The conversation's image blocks (their sources are base64 by now), and the mark that stands for
+    each block in the text (by the block's id)."""
+    paths: dict[int, str] = {}
+    for i, message in enumerate(generation.params.messages):
+        for j, block in enumerate(message.content):
+            paths[id(block)] = f"messages.{i}.content.{j}"
+            if isinstance(block, rq.ToolResultBlock) and isinstance(block.content, list):
+                for k, part in enumerate(block.content):
+                    paths[id(part)] = f"messages.{i}.content.{j}.content.{k}"
+    images: list[ImageInput] = []
+    marks: dict[int, str] = {}
+    for message in generation.messages:
+        for block in message.content:
+            inner = block.content if isinstance(block, rq.ToolResultBlock) and isinstance(block.content, list) else []
+            for candidate in [block, *inner]:
+                if isinstance(candidate, rq.ImageBlock):
+                    path = paths.get(id(candidate), "messages")
+                    source = candidate.source
+                    if not isinstance(source, rq.Base64ImageSource):
+                        raise invalid(f"{path}.source: {source.type} image sources are not read by this engine")
+                    try:
+                        data = base64.b64decode(source.data, validate=True)
+                    except binascii.Error as exc:
+                        raise invalid(f"{path}.source.data: the image data is not valid base64") from exc
+                    marks[id(candidate)] = chr(IMAGE_MARK + len(images))
+                    images.append(ImageInput(path, data))
+    return images, marks
 
 
 def check_input_support(params: rq.ConversationParams, card: ModelCard) -> None:
@@ -229,9 +320,16 @@ def check_input_support(params: rq.ConversationParams, card: ModelCard) -> None:
             for candidate in [block, *inner]:
                 if isinstance(candidate, rq.ImageBlock) and not caps.image_input:
                     raise invalid(f"{path}: model {card.id} does not support image input")
-                if isinstance(candidate, rq.DocumentBlock) and not caps.pdf_input:
-                    if not isinstance(candidate.source, (rq.PlainTextSource, rq.ContentSource)):
-                        raise invalid(f"{path}: model {card.id} does not support PDF or URL document input")
+                unread = (rq.UrlSource, rq.FileSource)  # made inline before the engine is asked (media/sources.py)
+                if isinstance(candidate, rq.DocumentBlock) and isinstance(candidate.source, unread):
+                    raise invalid(f"{path}: {candidate.source.type} document sources are not read by model {card.id}")
+                if isinstance(candidate, rq.DocumentBlock) and isinstance(candidate.source, rq.ContentSource):
+                    parts = candidate.source.content if isinstance(candidate.source.content, list) else []
+                    if any(isinstance(part, rq.ImageBlock) for part in parts):
+                        raise invalid(f"{path}: images inside a content document are not read by model {card.id}")
+                if isinstance(candidate, (rq.DocumentBlock, rq.SearchResultBlock)) and candidate.citations:
+                    if candidate.citations.enabled:  # docs/documents.md says why
+                        raise invalid(f"{path}.citations: citations are not supported by model {card.id}")
             if isinstance(block, _TOOL_BLOCKS) and not caps.tools:
                 raise invalid(f"{path}: model {card.id} does not support tool use ({block.type} blocks)")
             if isinstance(block, _SERVER_TOOL_BLOCKS):
@@ -253,35 +351,51 @@ def _document_text(block: rq.DocumentBlock) -> str:
             body = source.content
         else:
             body = "\n".join(part.text for part in source.content if isinstance(part, rq.TextBlock))
+    elif isinstance(source, rq.Base64PdfSource):
+        body = "\n".join(f'<page number="{n}">\n{text}\n</page>' for n, text in enumerate(_pdf_pages(source), 1))
     else:  # refused earlier by check_input_support
         raise invalid(f"document source {source.type} is not supported")
-    header = "\n".join(part for part in (block.title, block.context) if part)
-    return f"<document>\n{header + chr(10) if header else ''}{body}\n</document>"
+    labelled = (("Title", block.title), ("Context", block.context))
+    header = "".join(f"{label}: {part}\n" for label, part in labelled if part)
+    return f"<document>\n{header}{body}\n</document>"
 
 
-def _tool_result_body(block: rq.ToolResultBlock, names: dict[str, str]) -> str:
+def _pdf_pages(source: rq.Base64PdfSource) -> list[str]:
+    """The text of each page (checked before: media/sources.py)."""
+    try:
+        return pdf.page_texts(base64.b64decode(source.data))
+    except (binascii.Error, pdf.PdfError) as error:
+        raise invalid(f"document: {error}") from None
+
+
+def _tool_result_body(block: rq.ToolResultBlock, names: dict[str, str], images: dict[int, str] | None = None) -> str:
     if isinstance(block.content, list):
-        return "\n\n".join(text for part in block.content if (text := block_text(part, names)) is not None)
+        return "\n\n".join(
+            text for part in block.content if (text := block_text(part, names, images)) is not None
+        )
     return block.content or ""
 
 
-def _tool_result_text(block: rq.ToolResultBlock, names: dict[str, str]) -> str:
-    body = _tool_result_body(block, names)
+def _tool_result_text(block: rq.ToolResultBlock, names: dict[str, str], images: dict[int, str] | None = None) -> str:
+    body = _tool_result_body(block, names, images)
     error = ' is_error="true"' if block.is_error else ""
     return f'<tool_result name="{names.get(block.tool_use_id, "")}"{error}>{body}</tool_result>'
 
 
-def block_text(block: object, names: dict[str, str]) -> str | None:
+def block_text(block: object, names: dict[str, str], images: dict[int, str] | None = None) -> str | None:
     """The text a model sees for one block; None for blocks it does not see.
 
-    `names` maps tool_use ids to tool names, for the results.
+    `names` maps tool_use ids to tool names, for the results; `images` maps image blocks (by id) to the
+    marks that stand for them, for a model that sees images (`_images`).
     """
+    if isinstance(block, rq.ImageBlock):
+        return images.get(id(block)) if images else None
     if isinstance(block, rq.TextBlock):
         return block.text
     if isinstance(block, rq.ToolUseBlock):
         return MISSIVE_CALLS.text(block.name, block.input)
     if isinstance(block, rq.ToolResultBlock):
-        return _tool_result_text(block, names)
+        return _tool_result_text(block, names, images)
     if isinstance(block, rq.ToolReferenceBlock):
         return f"(tool {block.tool_name})"
     if isinstance(block, rq.DocumentBlock):
@@ -336,10 +450,17 @@ def to_chat(generation: Generation, calls: ToolFormat) -> ChatPrompt:
     if system:
         turns.append(ChatTurn("system", joined(system)))
     names = _tool_names(generation)
+    images, image_marks = _images(generation)
     for message in generation.messages:
-        pieces = [(text, _ttl(block)) for block in message.content if (text := block_text(block, names)) is not None]
+        pieces = [
+            (text, _ttl(block))
+            for block in message.content
+            if (text := block_text(block, names, image_marks)) is not None
+        ]
         turns.append(ChatTurn(message.role, joined(pieces)))
-    return _finish(params, turns, marks)
+    chat = _finish(params, turns, marks)
+    chat.images = images
+    return chat
 
 
 def _system_pieces(params: rq.ConversationParams) -> list[tuple[str, Ttl | None]]:
@@ -391,17 +512,20 @@ def _to_template_chat(generation: Generation, calls: ToolFormat) -> ChatPrompt:
         system.append((_choice_rule(params), None))
     turns = [ChatTurn("system", joined(system))] if system else []
     names = _tool_names(generation)
+    images, image_marks = _images(generation)
     for message in generation.messages:
         pieces: list[tuple[str, Ttl | None]] = []
         tool_calls: list[dict] = []
         for block in message.content:
             if isinstance(block, rq.ToolUseBlock):
-                tool_calls.append({"type": "function", "function": {"name": block.name, "arguments": block.input}})
+                tool_calls.append({"type": "function", "id": _call_id(block.id, calls),
+                                   "function": {"name": block.name, "arguments": block.input}})
                 carry(_ttl(block))
             elif isinstance(block, rq.ToolResultBlock):
-                text = _tool_result_body(block, names)
-                turns.append(ChatTurn("tool", joined([("Error: " + text if block.is_error else text, _ttl(block))])))
-            elif (text := block_text(block, names)) is not None:
+                text = _tool_result_body(block, names, image_marks)
+                body = joined([("Error: " + text if block.is_error else text, _ttl(block))])
+                turns.append(ChatTurn("tool", body, tool_call_id=_call_id(block.tool_use_id, calls)))
+            elif (text := block_text(block, names, image_marks)) is not None:
                 pieces.append((text, _ttl(block)))
         if pieces or tool_calls:
             turns.append(ChatTurn(message.role, joined(pieces), tool_calls[:1] or None))
@@ -409,15 +533,72 @@ def _to_template_chat(generation: Generation, calls: ToolFormat) -> ChatPrompt:
                 turns += [ChatTurn(message.role, "", [call]) for call in tool_calls[1:]]
             elif tool_calls[1:]:
                 turns[-1].tool_calls = tool_calls
+    if not calls.parallel:
+        turns, marks[:] = _interleaved(turns, marks)
     last = turns[-1] if turns else None
     chat = _finish(params, turns, marks)
+    chat.images = images
     if last is not None and last.role == "assistant" and last.tool_calls:  # a prefill that ends in calls
-        chat.prefill += "".join(calls.text(c["function"]["name"], c["function"]["arguments"]) for c in last.tool_calls)
+        chat.prefill += calls.calls_text([(c["function"]["name"], c["function"]["arguments"]) for c in last.tool_calls])
     chat.tools = [
         {"type": "function", "function": {"name": spec.name, "description": spec.description, "parameters": spec.schema}}
         for spec, _ in specs
     ] or None
     return chat
+
+
+def text_into_results(turns: list[ChatTurn]) -> list[ChatTurn] | None:
+    """`turns` with each user turn that follows tool results folded into the last result, its text after
+    the result's; None when there is no such turn. For templates that refuse a user turn there (Mistral's
+    check that user and assistant turns alternate, tool turns left out), though the models read it."""
+    folded: list[ChatTurn] = []
+    for turn in turns:
+        if turn.role == "user" and folded and folded[-1].role == "tool":
+            last = folded[-1]
+            folded[-1] = ChatTurn("tool", last.content + "\n\n" + turn.content, tool_call_id=last.tool_call_id)
+        else:
+            folded.append(turn)
+    return folded if len(folded) < len(turns) else None
+
+
+def _call_id(tool_use_id: str, calls: ToolFormat) -> str:
+    """The id a template is given for a call: the tool_use id, or for Mistral's templates (which take 9 letters
+    and digits) 9 hex digits of its hash, the same for the call and its result."""
+    if not getattr(calls, "short_ids", False):
+        return tool_use_id
+    return hashlib.sha256(tool_use_id.encode()).hexdigest()[:9]
+
+
+def _interleaved(turns: list[ChatTurn], marks: list[Ttl | None]) -> tuple[list[ChatTurn], list[Ttl | None]]:
+    """Turns of one call each, with each result right after its call (harmony names a result by the call
+    before it): a run of call turns followed by a run of their results becomes call, result, call, result.
+    The marks move with their turns."""
+    spans, at = [], 0
+    for turn in turns:
+        count = turn.content.count(MARK)
+        spans.append(marks[at : at + count])
+        at += count
+    order: list[int] = []
+    index = 0
+    while index < len(turns):
+        calls_end = index
+        while calls_end < len(turns) and turns[calls_end].role == "assistant" and turns[calls_end].tool_calls:
+            calls_end += 1
+        results_end = calls_end
+        while results_end < len(turns) and turns[results_end].role == "tool":
+            results_end += 1
+        if calls_end - index < 2 or results_end == calls_end:
+            order.append(index)
+            index += 1
+            continue
+        results = {turns[i].tool_call_id: i for i in range(calls_end, results_end)}
+        for call in range(index, calls_end):
+            order.append(call)
+            if (result := results.pop(turns[call].tool_calls[0].get("id"), None)) is not None:
+                order.append(result)
+        order += results.values()  # results of no call here (refused earlier by the pairing checks)
+        index = results_end
+    return [turns[i] for i in order], [ttl for i in order for ttl in spans[i]] + marks[at:]
 
 
 def single_call(choice: object) -> bool:

@@ -133,6 +133,20 @@ batch_requests = sa.Table(
     sa.UniqueConstraint("batch_id", "custom_id", name="uq_batch_requests_custom_id"),
 )
 
+files = sa.Table(
+    "files",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("workspace_id", sa.String(64), nullable=False),
+    sa.Column("key_id", sa.String(40), nullable=False),  # the uploader's key
+    sa.Column("filename", sa.String(255), nullable=False),
+    sa.Column("mime_type", sa.String(255), nullable=False),
+    sa.Column("size_bytes", sa.BigInteger, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),  # None: kept until deleted
+)
+
 
 def connect(url: str | Path, *, migrate: bool = True, **engine_args: Any) -> sa.Engine:
     """An engine for `url` (a SQLAlchemy URL, or a path to a SQLite file), migrated to the current schema."""

@@ -39,6 +39,7 @@ log = logging.getLogger("missive.engines.anthropic")
 
 class AnthropicEngine:
     signs_thinking = True
+    fetches_urls = True  # blocks go upstream as sent; only file sources are made inline
 
     def __init__(self, config: EngineSettings) -> None:
         self.name = config.name

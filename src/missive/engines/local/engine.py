@@ -20,10 +20,17 @@ import anyio.to_thread
 from missive.engines.base import Generation
 from missive.engines.local import grammar
 from missive.engines.local.model import LocalModel, Prompt, reasons
+from missive.engines.local.relay import Relay
 from missive.engines.local.sampling import Sampling
 from missive.engines.local.scheduler import Job, Scheduler
-from missive.engines.local.thinking import SKIP_THINKING, THINK_OPEN
-from missive.engines.prompt import ToolFormat, check_input_support, single_call, to_chat, tool_specs
+from missive.engines.prompt import (
+    HarmonySyntax,
+    ToolFormat,
+    check_input_support,
+    single_call,
+    to_chat,
+    tool_specs,
+)
 from missive.settings import LocalEngineSettings, ModelSettings
 from missive.wire import requests as rq
 from missive.wire.errors import invalid
@@ -33,6 +40,7 @@ from missive.wire.models import Capabilities, ModelCard
 
 class LocalEngine:
     signs_thinking = False
+    fetches_urls = False
 
     def __init__(
         self,
@@ -47,6 +55,7 @@ class LocalEngine:
         self._clock = clock
         self._models: dict[str, LocalModel] = {}
         self.schedulers: dict[str, Scheduler] = {}
+        self._relays: dict[asyncio.AbstractEventLoop, Relay] = {}  # one per loop that awaits events
 
     def models(self) -> list[ModelCard]:
         return [
@@ -55,7 +64,10 @@ class LocalEngine:
                 display_name=config.display_name or config.id,
                 context_window=config.context_window,
                 max_output_tokens=config.max_output_tokens,
-                capabilities=Capabilities(tools=True, structured_outputs=True, thinking=reasons(config)),
+                capabilities=Capabilities(
+                    tools=True, structured_outputs=True, thinking=reasons(config), image_input=bool(config.mmproj),
+                    pdf_input=True,  # the text of each page (engines/prompt.py), and with a projector pictures of them
+                ),
             )
             for config in self._configs
         ]
@@ -64,8 +76,22 @@ class LocalEngine:
         for config in self._configs:
             model = await anyio.to_thread.run_sync(LocalModel, config, self._settings)
             scheduler = Scheduler(model, self._settings, self._clock)
+            scheduler.flushes.append(self._flush)
             scheduler.start()
             self._models[config.id], self.schedulers[config.id] = model, scheduler
+
+    def _flush(self) -> None:
+        for relay in list(self._relays.values()):
+            relay.flush()
+
+    def relay(self, loop: asyncio.AbstractEventLoop) -> Relay:
+        """The relay of `loop`: its events reach it once per scheduler step."""
+        relay = self._relays.get(loop)
+        if relay is None:
+            for stale in [other for other in self._relays if other.is_closed()]:
+                del self._relays[stale]
+            relay = self._relays[loop] = Relay(loop)
+        return relay
 
     async def close(self) -> None:
         for scheduler in self.schedulers.values():
@@ -78,7 +104,7 @@ class LocalEngine:
         model = self._models[generation.model.id]
         chat = to_chat(generation, model.calls)
         if generation.model.capabilities.thinking:  # open the thinking, or skip it when it is off
-            chat.prefill = (THINK_OPEN if _thinking_on(generation.params) else SKIP_THINKING) + chat.prefill
+            chat.prefill = model.thinking_syntax.prefill(_thinking_on(generation.params), chat.prefill)
         prompt = model.prompt(chat, with_boundaries and any(chat.marks))
         limit = generation.model.context_window
         if len(prompt.tokens) > limit:
@@ -126,7 +152,7 @@ class LocalPrepared:
             show_thinking=getattr(params.thinking, "display", None) != "omitted",
             background=generation.background,
             **_constraints(params, calls),
-            emit=lambda event: loop.call_soon_threadsafe(events.put_nowait, event),
+            emit=self.engine.relay(loop).sender(events),
         )
         self.engine.schedulers[generation.model.id].submit(job)
         try:
@@ -158,9 +184,11 @@ def _constraints(params: rq.MessageCreateParams, calls: ToolFormat) -> dict[str,
         forced = isinstance(choice, (rq.ToolChoiceAny, rq.ToolChoiceTool))
         tool_grammar = grammar.tool_calls(allowed, forced, single_call(choice) or not calls.parallel, calls)
         return {"grammar": tool_grammar, "calls": calls, "tools": specs}
+    # harmony's output is messages on channels, with or without tools: its parser always splits them
+    channels = {"calls": calls, "tools": []} if isinstance(calls, HarmonySyntax) else {}
     if params.output_config is not None and params.output_config.format is not None:
-        return {"grammar": grammar.json_output(params.output_config.format.schema_)}
-    return {}
+        return {**channels, "grammar": grammar.json_output(params.output_config.format.schema_)}
+    return channels
 
 
 def _thinking_on(params: rq.MessageCreateParams | rq.CountTokensParams) -> bool:

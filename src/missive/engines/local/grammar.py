@@ -33,7 +33,7 @@ from typing import Any
 from llama_cpp.llama_grammar import RESERVED_NAMES, SchemaConverter
 
 from missive.engines.local.tagged_calls import is_text, resolve, types
-from missive.engines.prompt import TaggedSyntax, ToolFormat, ToolSpec
+from missive.engines.prompt import CallSyntax, TaggedSyntax, ToolFormat, ToolSpec
 
 log = logging.getLogger("missive.engine")
 
@@ -209,10 +209,15 @@ def tool_calls(tools: list[ToolSpec], forced: bool, single: bool, syntax: ToolFo
             body = _tagged_arguments(converter, tool.schema, f"tool-{index}", syntax)
         else:
             body = _schema_rule(converter, tool.schema, f"tool-{index}")
-        calls.append(f"{_literal(syntax.open + tool.name + syntax.name_end)} {body} {_literal(syntax.close)}")
+        close = f" {_literal(syntax.close)}" if syntax.close else ""
+        calls.append(f"{_literal(syntax.open + tool.name + syntax.name_end)} {body}{close}")
     converter._add_rule("call", " | ".join(f"( {call} )" for call in calls))
-    more = f' ( "\\n"? call ){{0,{MAX_PARALLEL_CALLS - 1}}}'
-    converter._add_rule("root", "call" if single else "call" + more)
+    separator = "\n" if isinstance(syntax, TaggedSyntax) else syntax.separator
+    more = f" ( {_separator(separator)}call ){{0,{MAX_PARALLEL_CALLS - 1}}}"
+    root = "call" if single else "call" + more
+    if isinstance(syntax, CallSyntax) and syntax.before:  # a list of calls: `[TOOL_CALLS] [` ... `]`
+        root = f"{_before(syntax)} {root} {_literal(syntax.after)}"
+    converter._add_rule("root", root)
     gbnf = _format(converter)
     if len(gbnf) > MAX_GRAMMAR_CHARS:
         log.warning("tool grammar of %d chars is too large; constraining inputs to any JSON object", len(gbnf))
@@ -220,6 +225,20 @@ def tool_calls(tools: list[ToolSpec], forced: bool, single: bool, syntax: ToolFo
     if isinstance(syntax, TaggedSyntax):
         return Grammar(gbnf, None if forced else syntax.trigger, guard=False)
     return Grammar(gbnf, None if forced else syntax.trigger, (syntax.open, syntax.name_end))
+
+
+def _separator(separator: str) -> str:
+    """GBNF for what stands between two calls (followed by a space); its whitespace is optional."""
+    return "".join(f"{_literal(char)}? " if char.isspace() else f"{_literal(char)} " for char in separator)
+
+
+def _before(syntax: CallSyntax) -> str:
+    """The opening of a list of calls: its trigger, an optional space (Mistral's v3 tokenizer writes one,
+    the tekken ones do not), then the rest."""
+    trigger, rest = syntax.trigger, syntax.before
+    if not rest.startswith(trigger):
+        return _literal(rest)
+    return f'{_literal(trigger)} " "? {_literal(rest[len(trigger):].strip())}'
 
 
 def _tagged_arguments(converter: SchemaConverter, schema: dict, name: str, syntax: TaggedSyntax) -> str:

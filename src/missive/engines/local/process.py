@@ -12,6 +12,10 @@ The two processes talk over one pipe, in messages that are plain tuples of pickl
                     ("cancel", rid)  ("metrics", rid)
     engine -> API   ("ready",)  ("result", rid, value)  ("event", rid, Event)  ("end", rid)
                     ("error", rid, status, message, headers, unavailable)
+                    ("batch", [message, ...])   several of the above, in order
+
+The engine process sends what one turn of its event loop produced as one "batch" (a scheduler step's
+events for every stream, relay.py), so that the API process's loop wakes once per step, not per token.
 
 A prepared prompt waits in the engine process for its `generate` for `PREPARED_TTL` seconds (a
 request refused at admission never sends one).
@@ -60,6 +64,7 @@ class ProcessEngine:
     """The embedded engine's API side: the `Engine` protocol, served by a child process it restarts."""
 
     signs_thinking = False
+    fetches_urls = False
 
     def __init__(self, models: list[ModelSettings], settings: LocalEngineSettings, log_level: str = "info") -> None:
         from missive.engines.local.engine import LocalEngine
@@ -108,9 +113,16 @@ class ProcessEngine:
                 message = conn.recv()
             except (EOFError, OSError):
                 break
-            self._loop.call_soon_threadsafe(self._dispatch, message)
+            if message[0] == "batch":
+                self._loop.call_soon_threadsafe(self._dispatch_all, message[1])
+            else:
+                self._loop.call_soon_threadsafe(self._dispatch, message)
         process.join(5)
         self._loop.call_soon_threadsafe(self._died, process.exitcode)
+
+    def _dispatch_all(self, messages: list[tuple[Any, ...]]) -> None:
+        for message in messages:
+            self._dispatch(message)
 
     def _dispatch(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
@@ -265,6 +277,7 @@ class _Child:
         self.prepared: dict[int, tuple[float, Any]] = {}
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.stopped = asyncio.Event()
+        self.outbox: list[tuple[Any, ...]] = []  # sent at the end of the loop's turn, as one message
 
     async def run(self) -> None:
         await self.engine.start()
@@ -295,17 +308,40 @@ class _Child:
         else:
             self.tasks[message[1]] = asyncio.get_running_loop().create_task(self._serve(*message))
 
+    def _post(self, message: tuple[Any, ...]) -> None:
+        """Queue a message for the API process; what this turn of the loop queues leaves together."""
+        if not self.outbox:
+            asyncio.get_running_loop().call_soon(self._send_outbox)
+        self.outbox.append(message)
+
+    def _send_outbox(self) -> None:
+        messages, self.outbox = self.outbox, []
+        try:
+            self.conn.send(messages[0] if len(messages) == 1 else ("batch", messages))
+        except OSError:  # the API process is gone; the reader thread stops the engine
+            pass
+        except Exception:  # a value that does not pickle (nothing was written): the others go one by one
+            log.exception("an engine message could not be sent")
+            for message in messages:
+                try:
+                    self.conn.send(message)
+                except OSError:
+                    return
+                except Exception:  # its stream ends with an error rather than waiting forever
+                    if len(message) > 1 and isinstance(message[1], int):
+                        self.conn.send(_error_message(message[1], RuntimeError(message[0])))
+
     async def _serve(self, kind: str, rid: int, *args: Any) -> None:
         try:
             if kind == "count":
-                self.conn.send(("result", rid, await self.engine.count_tokens(args[0])))
+                self._post(("result", rid, await self.engine.count_tokens(args[0])))
             elif kind == "prepare":
                 now = time.monotonic()
                 for stale in [key for key, (at, _) in self.prepared.items() if now - at > PREPARED_TTL]:
                     del self.prepared[stale]
                 prepared = await self.engine.prepare(args[0])
                 self.prepared[rid] = (now, prepared)
-                self.conn.send(("result", rid, prepared.input_tokens))
+                self._post(("result", rid, prepared.input_tokens))
             elif kind == "generate":
                 if args[0] not in self.prepared:  # dropped after PREPARED_TTL
                     raise EngineUnavailable(529, "Overloaded: the request waited too long after its prompt was counted")
@@ -313,21 +349,21 @@ class _Child:
                 events = prepared.generate()
                 try:
                     async for event in events:
-                        self.conn.send(("event", rid, event))
+                        self._post(("event", rid, event))
                 finally:
                     await events.aclose()
-                self.conn.send(("end", rid))
+                self._post(("end", rid))
             elif kind == "metrics":
                 from prometheus_client import generate_latest
 
-                self.conn.send(("result", rid, generate_latest(metrics.ENGINE_REGISTRY)))
+                self._post(("result", rid, generate_latest(metrics.ENGINE_REGISTRY)))
         except asyncio.CancelledError:
             pass
         except BaseException as error:
             if not isinstance(error, ApiError):
                 log.exception("engine request failed")
             try:
-                self.conn.send(_error_message(rid, error))
+                self._post(_error_message(rid, error))
             except OSError:
                 pass
         finally:

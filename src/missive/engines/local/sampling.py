@@ -61,6 +61,8 @@ class TokenSampler:
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
         self.end = llama_cpp.llama_vocab_eos(vocab)  # sampled when the grammar allows nothing more
         self.grammar = _grammar_sampler(vocab, grammar) if grammar is not None else None
+        # The next token is the argmax of the logits alone: what speculative decoding can check exactly.
+        self.greedy = sampling.temperature == 0 and grammar is None
         self.guard = guard if grammar is not None else None
         self.vocab = vocab
         self.trigger = grammar.lazy_trigger.encode() if grammar is not None and grammar.lazy_trigger else None

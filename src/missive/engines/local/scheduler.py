@@ -42,13 +42,14 @@ from llama_cpp import _internals
 from missive import metrics
 from missive.engines.base import EngineUnavailable
 from missive.engines.local.grammar import Grammar
+from missive.engines.local.lookup import PromptLookup
 from missive.engines.local.model import LocalModel, Prompt
 from missive.engines.local.prompt_cache import Plan, PromptCache, lookup_positions, plan, prefix_keys
 from missive.engines.local.repetition import LoopGuard
 from missive.engines.local.sampling import Sampling, TokenSampler
 from missive.engines.local.stops import StopMatcher
 from missive.engines.local.tagged_calls import parser_for
-from missive.engines.local.thinking import FORCED_CLOSE, ThinkingSplitter
+from missive.engines.local.thinking import ThinkingSplitter
 from missive.engines.local.toolcalls import CallEnd, CallInput, CallStart, Piece, Splitter, Text
 from missive.engines.prompt import ToolFormat, ToolSpec, Ttl
 from missive.settings import LocalEngineSettings
@@ -125,6 +126,10 @@ class Sequence:
     # After a resume: the tokens to put back in the KV cache before it goes on, and its chunk ends.
     refill: list[int] = field(default_factory=list)
     refill_ends: list[int] = field(default_factory=list)
+    # Speculative decoding: its tokens so far, indexed (created at its first decode step), and how many
+    # tokens it may guess next (more after guesses that held, fewer after those that did not).
+    lookup: PromptLookup | None = None
+    draft_limit: int = 0
 
     @property
     def n_past(self) -> int:
@@ -162,10 +167,14 @@ class Scheduler:
         self.admissions = itertools.count()
         self.lock = threading.Lock()
         self.wake = threading.Event()
+        self.flushes: list[Callable[[], None]] = []  # run after each step: hand the step's events over at once
         self.stopping = False
-        self.batch = _internals.LlamaBatch(n_tokens=max(settings.prefill_chunk, model.parallel), embd=0, n_seq_max=1)
+        self.batch_capacity = max(settings.prefill_chunk, model.parallel)  # the context's n_batch too
+        self.batch = _internals.LlamaBatch(n_tokens=self.batch_capacity, embd=0, n_seq_max=1)
+        self.exact_to = exact_positions(settings, model.n_ctx_seq)
+        self.drafted = self.accepted = 0  # speculative tokens, since the start
         self.labels = {"model": model.config.id}
-        self.close_thinking = model.tokenize_continuation(FORCED_CLOSE)
+        self.close_thinking = model.tokenize_continuation(model.thinking_syntax.forced_close)
         self.thread = threading.Thread(target=self._loop, name=f"engine-{model.config.id}", daemon=True)
 
     # --- called from the event loop -----------------------------------------------------------------
@@ -201,6 +210,7 @@ class Scheduler:
         while not self.stopping:
             try:
                 self._admit()
+                self._flush()
                 if not self.running:
                     self.wake.wait(0.5)
                     self.wake.clear()
@@ -214,6 +224,13 @@ class Scheduler:
                     sequence.job.emit(exc)
                 for slot in self.slots:
                     self._clear(slot)
+            finally:
+                self._flush()
+
+    def _flush(self) -> None:
+        """Hand over what this step emitted (relay.py: one event-loop wake-up per step, not per event)."""
+        for flush in self.flushes:
+            flush()
 
     def _admit(self) -> None:
         """Interactive jobs first, preempting background sequences for them; then, only into capacity that
@@ -373,7 +390,7 @@ class Scheduler:
             started,
             stops=StopMatcher(job.stops),
             calls=parser_for(job.calls, job.tools) if job.calls is not None else None,
-            thinking=ThinkingSplitter() if job.thinking else None,
+            thinking=ThinkingSplitter(self.model.thinking_syntax.close) if job.thinking else None,
             order=next(self.admissions),
         )
         for position, ttl in usage_plan.writes:
@@ -475,22 +492,82 @@ class Scheduler:
             self.batch.reset()
             for sequence in decoding:
                 self._add(sequence.pending, sequence.n_past, sequence.slot.seq_id, True)
+            drafts = self._drafts(decoding)  # speculation: guessed tokens after the pending ones, with their rows
+            for sequence, draft, _ in drafts:
+                for offset, token in enumerate(draft, start=1):
+                    self._add(token, sequence.n_past + offset, sequence.slot.seq_id, True)
             self._decode()
             for index, sequence in enumerate(decoding):
-                sequence.slot.tokens.append(sequence.pending)
-                sequence.slot.ends.append(sequence.n_past)
-                sequence.pending = None
+                self._commit(sequence)
                 self._sample(sequence, index)
+            for sequence, draft, row in drafts:
+                self._verify(sequence, draft, row)
+
+    def _commit(self, sequence: Sequence) -> None:
+        """The pending token's KV has been computed: it joins the slot, in a pass that ended with it."""
+        sequence.slot.tokens.append(sequence.pending)
+        sequence.slot.ends.append(sequence.n_past)
+        sequence.pending = None
+
+    # --- speculative decoding (prompt lookup) -----------------------------------------------------
+
+    def _drafts(self, decoding: list[Sequence]) -> list[tuple[Sequence, list[int], int]]:
+        """Guesses to verify in this pass: (sequence, tokens, batch row of the first), where exact.
+
+        Only greedy sequences without a grammar speculate (their next token is the argmax whatever the
+        pass), and only where llama.cpp computes a row of a multi-token pass to the bit as it computes
+        the token decoded alone (`exact_to`): then the output is the same token for token."""
+        if not self.settings.speculative or self.settings.unified_kv:
+            return []
+        found, row = [], len(decoding)
+        room = self.batch_capacity - row
+        for sequence in decoding:
+            if not sequence.sampler.greedy:
+                continue
+            if sequence.lookup is None:
+                sequence.lookup = PromptLookup([*sequence.slot.tokens, sequence.pending], self.settings.speculative_ngram)
+                sequence.draft_limit = self.settings.speculative_max_draft
+            limit = min(
+                sequence.draft_limit,
+                sequence.job.max_tokens - sequence.generated - 1,  # each kept guess is one more output token
+                self.exact_to - sequence.n_past - 1,
+                room,
+            )
+            draft = sequence.lookup.draft(limit)
+            if draft:
+                found.append((sequence, draft, row))
+                row += len(draft)
+                room -= len(draft)
+        return found
+
+    def _verify(self, sequence: Sequence, draft: list[int], row: int) -> None:
+        """Keep the guesses that greedy decoding confirms, one by one as a plain step would take them, and
+        drop the KV of the rest. Row `row + i` holds the logits that follow `draft[i]`."""
+        accepted = 0
+        for token in draft:
+            if sequence.pending != token:  # a different token, or the sequence has finished
+                break
+            self._commit(sequence)  # its KV was computed in this pass
+            self._sample(sequence, row + accepted)
+            accepted += 1
+        llama_cpp.llama_memory_seq_rm(self.model.memory, sequence.slot.seq_id, sequence.n_past, -1)
+        sequence.draft_limit = min(self.settings.speculative_max_draft, 2 * accepted + 1)
+        self.drafted += len(draft)
+        self.accepted += accepted
+        metrics.SPECULATIVE_DRAFTED.labels(**self.labels).inc(len(draft))
+        metrics.SPECULATIVE_ACCEPTED.labels(**self.labels).inc(accepted)
+        metrics.SPECULATIVE_ACCEPTANCE.labels(**self.labels).set(self.accepted / self.drafted)
 
     def _prefill_chunk(self, sequence: Sequence) -> int:
         """Prefill the next chunk of the sequence's prompt, in a forward pass of its own; returns its length."""
         tokens = sequence.job.prompt.tokens
         start = sequence.n_past
         end = sequence.ends[bisect.bisect_right(sequence.ends, start)]
-        self.batch.reset()
-        for position in range(start, end):
-            self._add(tokens[position], position, sequence.slot.seq_id, position == len(tokens) - 1)
-        self._decode()
+        if not self._image_chunk(sequence, start):
+            self.batch.reset()
+            for position in range(start, end):
+                self._add(tokens[position], position, sequence.slot.seq_id, position == len(tokens) - 1)
+            self._decode()
         sequence.slot.tokens.extend(tokens[start:end])
         sequence.slot.ends.append(end)
         for position, ttl in sequence.plan.writes:
@@ -508,15 +585,26 @@ class Scheduler:
         (no logits: the token that follows is already known); returns its length. No cache writes."""
         tokens, start = sequence.refill, sequence.n_past
         end = sequence.refill_ends[bisect.bisect_right(sequence.refill_ends, start)]
-        self.batch.reset()
-        for position in range(start, end):
-            self._add(tokens[position], position, sequence.slot.seq_id, False)
-        self._decode()
+        if not self._image_chunk(sequence, start):
+            self.batch.reset()
+            for position in range(start, end):
+                self._add(tokens[position], position, sequence.slot.seq_id, False)
+            self._decode()
         sequence.slot.tokens.extend(tokens[start:end])
         sequence.slot.ends.append(end)
         if end == len(tokens):
             sequence.refill, sequence.refill_ends = [], []
         return end - start
+
+    def _image_chunk(self, sequence: Sequence, start: int) -> bool:
+        """Whether an image chunk of the prompt starts here; if so it is encoded now and its embeddings
+        decoded at its positions (its own passes: `chunk_ends` puts chunk ends at both its ends)."""
+        span = sequence.job.prompt.image_at(start)
+        if span is None:
+            return False
+        assert self.model.vision is not None
+        self.model.vision.decode(span, self.model.ctx, sequence.slot.seq_id)
+        return True
 
     def _add(self, token: int, position: int, seq_id: int, logits: bool) -> None:
         batch = self.batch.batch
@@ -565,6 +653,8 @@ class Scheduler:
         if sequence.n_past >= model.n_ctx_seq:
             return self._finish(sequence, "model_context_window_exceeded")
         sequence.pending = token
+        if sequence.lookup is not None:
+            sequence.lookup.append(token)
 
     def _output(self, sequence: Sequence, text: str, final: bool = False) -> None:
         """Route new output text: thinking, plain text (through the stop sequences) and tool calls."""
@@ -650,6 +740,17 @@ class Scheduler:
         metrics.KV_TOKENS.labels(**self.labels).set(sum(len(slot.tokens) for slot in self.slots))
 
 
+def exact_positions(settings: LocalEngineSettings, n_ctx_seq: int) -> int:
+    """How many positions a sequence may fill while a speculative pass stays exact: llama.cpp's CPU
+    kernels give each row of a multi-token pass of one sequence the same logits, to the bit, as the
+    token decoded alone (`bench/verify_identity.py`) with flash attention and a q8_0 KV cache at any
+    length, and with an f16 cache only while the KV view is under 512 cells (256 positions: past
+    them, a lone query takes flash attention's split-KV path). Without flash attention, never."""
+    if not settings.flash_attention:
+        return 0
+    return n_ctx_seq if settings.kv_cache_type == "q8_0" else min(n_ctx_seq, 256)
+
+
 def chunk_ends(prompt: Prompt, chunk: int) -> list[int]:
     """Where the prompt's prefill chunks end: at multiples of `chunk`, at its end, and, when it has cache
     breakpoints, at every block boundary.
@@ -665,6 +766,10 @@ def chunk_ends(prompt: Prompt, chunk: int) -> list[int]:
     ends = set(range(chunk, length, chunk)) | {length}
     if prompt.breakpoints:
         ends.update(p for p in prompt.boundaries if 0 < p < length)
+    for span in prompt.images:  # an image is read in passes of its own, whole
+        ends = {end for end in ends if not span.start < end < span.end} | {span.end}
+        if span.start > 0:
+            ends.add(span.start)
     return sorted(ends)
 
 

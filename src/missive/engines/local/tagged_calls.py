@@ -21,6 +21,8 @@ import json
 import math
 import re
 
+from missive.engines.local.harmony import HarmonyParser
+from missive.engines.local.mistral_calls import CallListParser
 from missive.engines.local.toolcalls import (
     CallEnd,
     CallInput,
@@ -31,7 +33,7 @@ from missive.engines.local.toolcalls import (
     Text,
     held,
 )
-from missive.engines.prompt import CallSyntax, TaggedSyntax, ToolFormat, ToolSpec
+from missive.engines.prompt import CallSyntax, HarmonySyntax, TaggedSyntax, ToolFormat, ToolSpec
 
 MAX_NAME = 256  # a tool name or key longer than this without its closing tag is not one
 _NAME = re.compile(r"[^\s<>{}\[\]\"'=]+")
@@ -354,4 +356,8 @@ def parser_for(syntax: ToolFormat, tools: list[ToolSpec]) -> Splitter:
 
     Every parser gives the same pieces, so the scheduler needs no other interface.
     """
-    return CallParser(syntax) if isinstance(syntax, CallSyntax) else TaggedCallParser(syntax, tools)
+    if isinstance(syntax, HarmonySyntax):
+        return HarmonyParser(tools)
+    if isinstance(syntax, CallSyntax):
+        return CallListParser(syntax) if syntax.before else CallParser(syntax)
+    return TaggedCallParser(syntax, tools)

@@ -47,6 +47,9 @@ class Splitter(Protocol):
     def flush(self) -> list[Piece]: ...
 
 
+MAX_HEADER = 512  # a call's header (its name) longer than this is no call
+
+
 def held(buffer: str, marker: str) -> int:
     """Length of the longest end of `buffer` that begins `marker`."""
     for size in range(min(len(marker) - 1, len(buffer)), 0, -1):
@@ -118,8 +121,13 @@ class CallParser:
             elif self.state == "header":
                 end = self.buffer.find(name_end)
                 if end == -1:
+                    if len(self.buffer) > MAX_HEADER:  # no name after all: text
+                        pieces.append(Text(opening + self.buffer))
+                        self.buffer, self.state = "", "text"
+                        continue
                     return pieces
-                pieces.append(CallStart(self.buffer[:end]))
+                # Mistral v11+ may write `[CALL_ID]id` between the name and `[ARGS]`
+                pieces.append(CallStart(self.buffer[:end].partition("[CALL_ID]")[0].strip()))
                 self.buffer, self.state, self.value = self.buffer[end + len(name_end) :], "input", _JsonEnd()
             elif self.state == "input":
                 end = self.value.end(self.buffer)

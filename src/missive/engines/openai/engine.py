@@ -63,6 +63,7 @@ async def _chunks(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any] | N
 
 class OpenAIEngine:
     signs_thinking = False
+    fetches_urls = False
 
     def __init__(self, config: EngineSettings) -> None:
         self.name = config.name

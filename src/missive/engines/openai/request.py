@@ -6,7 +6,9 @@
     text, documents (text), search results, compactions, tool changes
                                    text parts (engines/prompt.py's text for each block)
     base64 images, image URLs      `image_url` parts (data URLs for base64)
-    base64 PDFs                    `file` parts with a data URL (only for models with pdf_input)
+    base64 PDFs                    `file` parts with a data URL for models with pdf_input; for others the
+                                   text of each page (engines/prompt.py)
+    url and file sources           made inline before (media/sources.py)
     tool_use (assistant)           `tool_calls`, arguments as JSON text
     tool_result (user)             `tool` messages, text, `Error: ` before an error's text; images of a
                                    result follow in a user message
@@ -198,6 +200,7 @@ def _user(message: rq.MessageParam, names: dict[str, str], index: int, generatio
     """A user (or system) turn: its tool results first, as `tool` messages, then the rest as one message."""
     sent: list[dict[str, Any]] = []
     parts: list[dict[str, Any]] = []
+    pdf_files = generation.model.capabilities.pdf_input  # otherwise the text of each page, as for local models
     for j, block in enumerate(message.content):
         path = f"messages.{index}.content.{j}"
         if isinstance(block, rq.ToolResultBlock):
@@ -206,7 +209,7 @@ def _user(message: rq.MessageParam, names: dict[str, str], index: int, generatio
             parts.extend(images)
         elif isinstance(block, rq.ImageBlock):
             parts.append(_image(block, path))
-        elif isinstance(block, rq.DocumentBlock) and isinstance(block.source, rq.Base64PdfSource):
+        elif isinstance(block, rq.DocumentBlock) and isinstance(block.source, rq.Base64PdfSource) and pdf_files:
             url = f"data:{block.source.media_type};base64,{block.source.data}"
             parts.append({"type": "file", "file": {"filename": block.title or "document.pdf", "file_data": url}})
         elif (text := block_text(block, names)) is not None:

@@ -1,0 +1,1 @@
+"""The Files API's storage: uploads parsed as they stream, bytes on disk, the operations (service.py)."""
