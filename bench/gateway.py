@@ -24,7 +24,7 @@ drifts by 20% and more over minutes. Ratios and added times are taken within eac
 of the rounds is reported, with each round's values printed as they come and kept in
 .cache/bench/gateway.json.
 
-Run:  .venv/bin/python bench/gateway.py            (5 rounds)
+Run:  .venv/bin/python bench/gateway.py            (3 rounds, about 15 minutes on 2 quiet cores)
       .venv/bin/python bench/gateway.py --quick    (one short round: a smoke test, not figures)
 LiteLLM runs from .cache/bench-venv, as for policy_bench.py (--litellm names another binary).
 """
@@ -92,10 +92,14 @@ def added(a: float, b: float) -> float:
 # ---- front: Missive's OpenAI-compatible engine against llama-server directly ---------------------------
 
 
-def front_round(target: serving.Target, side: str, clients: int, args: argparse.Namespace, round_: int) -> dict[str, float]:
+def front_round(
+    target: serving.Target, side: str, clients: int, args: argparse.Namespace, round_: int
+) -> dict[str, float]:
     per_client = args.single if clients == 1 else args.per_client
     # the tag differs in one letter between the paths (`side`): same length, no shared slot cache
-    results, wall = asyncio.run(serving.load(target, clients, per_client, args.max_tokens, f"{clients}{side}{round_}."))
+    results, wall = asyncio.run(
+        serving.load(target, clients, per_client, args.max_tokens, f"{clients}{side}{round_}.")
+    )
     ok = [r for r in results if r.status == 200]
     return {
         "aggregate output tokens/s": sum(r.output_tokens for r in ok) / wall,
@@ -115,7 +119,9 @@ def front(llama: serving.Target, args: argparse.Namespace, rounds: Rounds) -> No
                 for name in paths if round_ % 2 == 0 else list(paths)[::-1]:
                     time.sleep(1)  # let the other path's requests finish in the engine
                     target, side = paths[name]
-                    rounds.record(f"front c={clients}", name, front_round(target, side, clients, args, round_))
+                    rounds.record(
+                        f"front c={clients}", name, front_round(target, side, clients, args, round_)
+                    )
 
 
 # ---- forward: Missive's Anthropic-compatible engine against LiteLLM ------------------------------------
@@ -139,19 +145,29 @@ def forward(upstream_name: str, upstream: str, args: argparse.Namespace, rounds:
     with contextlib.ExitStack() as stack:
         paths = {
             "direct": (upstream, "none"),
-            "litellm": stack.enter_context(policy_bench.litellm_proxy(args.litellm, upstream, work / f"litellm-{upstream_name}")),
-            "missive": stack.enter_context(policy_bench.missive_forward(upstream, work / f"missive-{upstream_name}")),
+            "litellm": stack.enter_context(
+                policy_bench.litellm_proxy(args.litellm, upstream, work / f"litellm-{upstream_name}")
+            ),
+            "missive": stack.enter_context(
+                policy_bench.missive_forward(upstream, work / f"missive-{upstream_name}")
+            ),
         }
         for round_ in range(args.rounds):
             for name in paths if round_ % 2 == 0 else list(paths)[::-1]:
                 url, key = paths[name]
-                row = policy_bench.measure(url, key, args.concurrency, args.requests, body, args.serial, args.warmup)
-                rounds.record(section, name, {
-                    f"requests/s (concurrency {args.concurrency})": row["rps"],
-                    "latency p50 (ms)": row["p50_ms"],
-                    "latency p99 (ms)": row["p99_ms"],
-                    "failed": row["failed"],
-                })
+                row = policy_bench.measure(
+                    url, key, args.concurrency, args.requests, body, args.serial, args.warmup
+                )
+                rounds.record(
+                    section,
+                    name,
+                    {
+                        f"requests/s (concurrency {args.concurrency})": row["rps"],
+                        "latency p50 (ms)": row["p50_ms"],
+                        "latency p99 (ms)": row["p99_ms"],
+                        "failed": row["failed"],
+                    },
+                )
 
 
 # ---- the report --------------------------------------------------------------------------------------
@@ -166,46 +182,74 @@ def report(rounds: Rounds, args: argparse.Namespace) -> dict[str, dict[str, floa
         tokens_ratio = rounds.paired(section, tokens, "missive", "direct", ratio)
         ttft_added = rounds.paired(section, ttft, "missive", "direct", added)
         summary[section] = {"tokens_ratio": tokens_ratio, "ttft_added_ms": ttft_added}
-        print(f"\n{section}: Missive (openai engine) in front of llama-server, against its /v1/chat/completions")
+        print(
+            f"\n{section}: Missive (openai engine) in front of llama-server, against its /v1/chat/completions"
+        )
         print(f"{'figure':<36} {'direct':>10} {'missive':>10} {'missive/direct':>16}")
         for key in (tokens, ttft, "time to first token p95 (ms)", "output tokens (median)"):
             a, b = rounds.median(section, key, "direct"), rounds.median(section, key, "missive")
-            print(f"{key:<36} {a:>10.1f} {b:>10.1f} {rounds.paired(section, key, 'missive', 'direct', ratio):>16.3f}")
+            paired = rounds.paired(section, key, "missive", "direct", ratio)
+            print(f"{key:<36} {a:>10.1f} {b:>10.1f} {paired:>16.3f}")
         ok_tokens = "ok" if tokens_ratio >= TARGETS["tokens_ratio"] else "MISSED"
         ok_ttft = "ok" if ttft_added <= TARGETS["ttft_added_ms"] else "MISSED"
-        print(f"tokens/s missive/direct {tokens_ratio:.3f} (target >= {TARGETS['tokens_ratio']}: {ok_tokens}); "
-              f"time to first token p50 added {ttft_added:+.2f} ms (target <= {TARGETS['ttft_added_ms']:g} ms: {ok_ttft})")
+        print(
+            f"tokens/s missive/direct {tokens_ratio:.3f} (target >= {TARGETS['tokens_ratio']}: {ok_tokens}); "
+            f"time to first token p50 added {ttft_added:+.2f} ms "
+            f"(target <= {TARGETS['ttft_added_ms']:g} ms: {ok_ttft})"
+        )
     for upstream in FORWARD_UPSTREAMS if not args.skip_forward else ():
         section = f"forward to {upstream}"
         rps = f"requests/s (concurrency {args.concurrency})"
-        what = f"llama-server /v1/messages, max_tokens {LLAMA_BODY['max_tokens']}" if upstream == "llama-server" else "instant"
-        print(f"\n{section} ({what}): Missive (anthropic engine) against LiteLLM, both against the upstream direct")
+        what = (
+            f"llama-server /v1/messages, max_tokens {LLAMA_BODY['max_tokens']}"
+            if upstream == "llama-server"
+            else "instant"
+        )
+        print(f"\n{section} ({what}): Missive (anthropic engine) against LiteLLM, both against the upstream")
         print(f"{'figure':<36} {'direct':>10} {'litellm':>10} {'missive':>10} {'missive/litellm':>16}")
         for key in (rps, "latency p50 (ms)", "latency p99 (ms)"):
             values = [rounds.median(section, key, path) for path in ("direct", "litellm", "missive")]
-            print(f"{key:<36}" + "".join(f" {v:>10.2f}" for v in values)
-                  + f" {rounds.paired(section, key, 'missive', 'litellm', ratio):>16.3f}")
+            print(
+                f"{key:<36}"
+                + "".join(f" {v:>10.2f}" for v in values)
+                + f" {rounds.paired(section, key, 'missive', 'litellm', ratio):>16.3f}"
+            )
         row: dict[str, float] = {}
         for key, short in (("latency p50 (ms)", "p50"), ("latency p99 (ms)", "p99")):
-            extra = {path: rounds.paired(section, key, path, "direct", added) for path in ("litellm", "missive")}
+            extra = {
+                path: rounds.paired(section, key, path, "direct", added) for path in ("litellm", "missive")
+            }
             row.update({f"{path}_added_{short}_ms": value for path, value in extra.items()})
-            print(f"{'added ' + short + ' (ms)':<36} {'':>10} {extra['litellm']:>10.2f} {extra['missive']:>10.2f}"
-                  f" {ratio(extra['missive'], extra['litellm']):>16.3f}")
+            print(
+                f"{'added ' + short + ' (ms)':<36} {'':>10}"
+                f" {extra['litellm']:>10.2f} {extra['missive']:>10.2f}"
+                f" {ratio(extra['missive'], extra['litellm']):>16.3f}"
+            )
         row["rps_ratio_missive_litellm"] = rounds.paired(section, rps, "missive", "litellm", ratio)
         summary[section] = row
     return summary
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="one short round: proves the script works, no figures")
-    parser.add_argument("--rounds", type=int, help="rounds per figure (default 5, or 1 with --quick)")
-    parser.add_argument("--max-tokens", type=int, help="max_tokens of the front's streams (default 128, 16 with --quick)")
-    parser.add_argument("--concurrency", type=int, default=8, help="forward: concurrent requests for requests/s")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="one short round: proves the script works, no figures"
+    )
+    parser.add_argument("--rounds", type=int, help="rounds per figure (default 3, or 1 with --quick)")
+    parser.add_argument(
+        "--max-tokens", type=int, help="max_tokens of the front's streams (default 128, 16 with --quick)"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=8, help="forward: concurrent requests for requests/s"
+    )
     parser.add_argument("--litellm", default=str(serving.ROOT / ".cache/bench-venv/bin/litellm"))
-    parser.add_argument("--skip-forward", action="store_true", help="the front section only (no LiteLLM needed)")
+    parser.add_argument(
+        "--skip-forward", action="store_true", help="the front section only (no LiteLLM needed)"
+    )
     args = parser.parse_args()
-    args.rounds = args.rounds or (1 if args.quick else 5)
+    args.rounds = args.rounds or (1 if args.quick else 3)
     args.max_tokens = args.max_tokens or (16 if args.quick else 128)
     args.single = 1 if args.quick else 6  # front, 1 client: streams per round
     args.per_client = 1 if args.quick else 3  # front, 8 clients: streams per client per round
@@ -214,9 +258,11 @@ def main() -> None:
     args.warmup = 1 if args.quick else 20  # forward: requests before each load (at least --concurrency)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on the way out
     if not args.skip_forward and not Path(args.litellm).exists():
-        sys.exit(f"LiteLLM is not at {args.litellm}: python -m venv .cache/bench-venv && "
-                 ".cache/bench-venv/bin/pip install 'litellm[proxy]==1.108.0' (the bench extra's pin), "
-                 "or --skip-forward")
+        sys.exit(
+            f"LiteLLM is not at {args.litellm}: python -m venv .cache/bench-venv && "
+            ".cache/bench-venv/bin/pip install 'litellm[proxy]==1.108.0' (the bench extra's pin), "
+            "or --skip-forward"
+        )
 
     rounds, timings = Rounds(), {}
     began = time.monotonic()
@@ -228,19 +274,34 @@ def main() -> None:
         for upstream_name in FORWARD_UPSTREAMS if not args.skip_forward else ():
             section_began = time.monotonic()
             with contextlib.ExitStack() as stack:
-                upstream = llama.base_url if upstream_name == "llama-server" else stack.enter_context(instant_upstream(work))
+                upstream = (
+                    llama.base_url
+                    if upstream_name == "llama-server"
+                    else stack.enter_context(instant_upstream(work))
+                )
                 forward(upstream_name, upstream, args, rounds, work)
             timings[f"forward to {upstream_name}"] = time.monotonic() - section_began
     summary = report(rounds, args)
     timings["total"] = time.monotonic() - began
     print("\nseconds: " + ", ".join(f"{name} {value:.0f}" for name, value in timings.items()))
-    print(f"{serving.THREADS} threads, {serving.PARALLEL} parallel slots x {serving.CONTEXT_PER_SLOT} tokens, "
-          f"model {serving.default_model_path().name}" + (" (--quick: a smoke test, not figures)" if args.quick else ""))
+    print(
+        f"{serving.THREADS} threads, {serving.PARALLEL} parallel slots x {serving.CONTEXT_PER_SLOT} tokens, "
+        f"model {serving.default_model_path().name}"
+        + (" (--quick: a smoke test, not figures)" if args.quick else "")
+    )
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "gateway.json").write_text(json.dumps(
-        {"quick": args.quick, "summary": summary, "rounds": rounds.values, "seconds": timings}, indent=2))
-    failed = {f"{key} ({path})": sum(values) for key, paths in rounds.values.items() if key.endswith("| failed")
-              for path, values in paths.items() if sum(values)}
+    (OUT / "gateway.json").write_text(
+        json.dumps(
+            {"quick": args.quick, "summary": summary, "rounds": rounds.values, "seconds": timings}, indent=2
+        )
+    )
+    failed = {
+        f"{key} ({path})": sum(values)
+        for key, paths in rounds.values.items()
+        if key.endswith("| failed")
+        for path, values in paths.items()
+        if sum(values)
+    }
     if failed:
         sys.exit(f"requests failed (not 200), so these figures do not count: {failed}")
 

@@ -195,8 +195,12 @@ def _stub_policy(missive_server: object) -> None:
     from missive.gateway.auth import Principal
     from missive.routes import context
 
+    class Record:
+        service_tier = "standard"
+
     class Admitted:
         headers: dict[str, str] = {}
+        record = Record()
 
         async def open(self, *args: object) -> None:
             pass
@@ -208,6 +212,8 @@ def _stub_policy(missive_server: object) -> None:
             return events
 
     class Ledger:
+        instance_id = "bench"  # the batch worker's claim on its rows
+
         async def run(self) -> None:
             await asyncio.Event().wait()
 
@@ -422,7 +428,8 @@ def missive_forward(upstream: str, work: Path) -> Iterator[tuple[str, str]]:
     (work / "missive.toml").write_text(FORWARD_CONFIG.format(upstream=upstream))
     env = {**_env(), "MISSIVE_CONFIG": str(work / "missive.toml"), "MISSIVE_DATA_DIR": str(work / "data")}
     log = work / "missive.log"
-    process = _start([sys.executable, "-m", "missive", "serve", "--port", str(port)], env, log, f"{url}/v1/models")
+    command = [sys.executable, "-m", "missive", "serve", "--port", str(port)]
+    process = _start(command, env, log, f"{url}/v1/models")
     try:
         key = re.search(r"^\s+(sk-missive-\S+)$", log.read_text(), re.M).group(1)  # type: ignore[union-attr]
         yield url, key

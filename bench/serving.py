@@ -85,13 +85,15 @@ class Target:
 
 
 @contextlib.contextmanager
-def missive(max_queue: int = 32, isolate: bool = True) -> Iterator[Target]:
+def missive(max_queue: int = 32, isolate: bool = True, parallel: int = PARALLEL, context: int = CONTEXT_PER_SLOT,
+            local: str = "", name: str | None = None) -> Iterator[Target]:
+    """Missive on the default model; `local` holds more `[local]` settings (TOML lines)."""
     with tempfile.TemporaryDirectory() as data:
         config = Path(data) / "missive.toml"
         config.write_text(
-            f'[local]\nthreads = {THREADS}\nparallel = {PARALLEL}\nmax_queue = {max_queue}\n'
-            f'unified_kv = {str(UNIFIED_KV).lower()}\nisolate = {str(isolate).lower()}\n\n'
-            f'[[models]]\nid = "smollm2"\ncontext_window = {CONTEXT_PER_SLOT}\n'
+            f'[local]\nthreads = {THREADS}\nparallel = {parallel}\nmax_queue = {max_queue}\n'
+            f'unified_kv = {str(UNIFIED_KV).lower()}\nisolate = {str(isolate).lower()}\n{local}\n'
+            f'[[models]]\nid = "smollm2"\ncontext_window = {context}\n'
         )
         env = {**os.environ, "MISSIVE_DATA_DIR": data, "MISSIVE_CONFIG": str(config), "MISSIVE_DEFAULT_MODEL": "smollm2"}
         created = subprocess.run([sys.executable, "-m", "missive", "keys", "create", "--name", "bench"],
@@ -100,7 +102,7 @@ def missive(max_queue: int = 32, isolate: bool = True) -> Iterator[Target]:
         port = free_port()
         cmd = [sys.executable, "-m", "missive", "serve", "--port", str(port), "--log-level", "warning"]
         with _process(cmd, env) as _:
-            name = "missive" if isolate else "missive-inproc"
+            name = name or ("missive" if isolate else "missive-inproc")
             target = Target(name, f"http://127.0.0.1:{port}", {"x-api-key": key}, True)
             _wait_ready(f"{target.base_url}/v1/models", {**target.headers, "anthropic-version": "2023-06-01"})
             yield target
@@ -129,13 +131,13 @@ def missive_proxy(upstream: str) -> Iterator[Target]:
 
 
 @contextlib.contextmanager
-def llama_server() -> Iterator[Target]:
+def llama_server(parallel: int = PARALLEL, context: int = CONTEXT_PER_SLOT, name: str = "llama-server") -> Iterator[Target]:
     binary = subprocess.run(["scripts/llama_server"], cwd=ROOT, capture_output=True, text=True, check=True)
     port = free_port()
-    args = ("-t", str(THREADS), "-tb", str(THREADS), "-np", str(PARALLEL), "-c", str(PARALLEL * CONTEXT_PER_SLOT),
+    args = ("-t", str(THREADS), "-tb", str(THREADS), "-np", str(parallel), "-c", str(parallel * context),
             "-fa", "on")
     with llamacpp.start(port, *args, binary=ROOT / binary.stdout.strip()):
-        yield Target("llama-server", f"http://127.0.0.1:{port}", {}, False)
+        yield Target(name, f"http://127.0.0.1:{port}", {}, False)
 
 
 @contextlib.contextmanager
@@ -301,6 +303,104 @@ async def overload(target: Target, args: argparse.Namespace) -> dict[str, float]
             f"overload {args.overload} clients: served TTFT p95 (ms)": 1000 * pct([r.ttft for r in ok], 0.95)}
 
 
+# --- long context and speculative decoding ---------------------------------------------------------
+
+LONG_CONTEXT = 8192  # one slot of this many tokens, in both servers
+LONG_LENGTHS = (2000, 4000, 7000)
+_ROWS = [f"the {c} {p} keeps {n} lanterns by the {w}" for c in ("red", "grey", "tall", "old")
+         for p in ("keeper", "sailor", "baker", "weaver", "miller") for n in ("two", "seven", "nine")
+         for w in ("harbour", "mill", "bridge", "chapel")]
+PASSAGE = " ".join(f"Line {i}: {row}." for i, row in enumerate(_ROWS[:60]))  # about 1k tokens, no line twice
+COPY = f"Repeat this text exactly, line by line:\n\n{PASSAGE}"
+
+
+def instruction_sets() -> str:
+    """The SIMD extensions the CPU reports (the kernels llama.cpp can use)."""
+    wanted = ["sse4_2", "avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+              "avx512_bf16", "avx512vbmi", "amx_tile", "amx_int8", "amx_bf16", "neon", "asimd", "sve"]
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                flags = set(line.split(":", 1)[1].split())
+                return " ".join(flag for flag in wanted if flag in flags)
+    return "unknown"
+
+
+def engine_counters(target: Target) -> tuple[float, float]:
+    """Missive's speculative tokens drafted and accepted so far, from its /metrics."""
+    text = httpx.get(f"{target.base_url}/metrics", timeout=10).text
+
+    def total(name: str) -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+
+    return total("missive_speculative_draft_tokens_total"), total("missive_speculative_accepted_tokens_total")
+
+
+def long_prompt(tokens: int, tag: str) -> str:
+    """Text of about `tokens` tokens (about 14 a line for this tokenizer), new in each round (`tag` first)."""
+    lines = [f"Line {i}: {_ROWS[i % len(_ROWS)]}." for i in range(max(1, tokens // 14))]
+    return f"({tag}) Here is a long list.\n" + "\n".join(lines) + "\nContinue the list with 200 more lines."
+
+
+def ask(content: str, max_tokens: int) -> dict:
+    return {"model": "smollm2", "max_tokens": max_tokens, "stream": True, "temperature": 0,
+            "messages": [{"role": "user", "content": content}]}
+
+
+async def long_phase(target: Target, args: argparse.Namespace, round_: int) -> dict[str, float]:
+    rows = {}
+    async with httpx.AsyncClient(timeout=900, limits=FRESH_CONNECTIONS) as client:
+        for length in args.lengths:
+            result = await stream(client, target, ask(long_prompt(length, f"{target.name} {round_}"), args.long_tokens))
+            rows[f"long context {length // 1000}k: decode tokens/s"] = result.decode_tps or float("nan")
+    return rows
+
+
+async def speculation_phase(target: Target, args: argparse.Namespace, round_: int) -> dict[str, float]:
+    rows = {}
+    async with httpx.AsyncClient(timeout=900, limits=FRESH_CONNECTIONS) as client:
+        for task in ("copy", "prose"):
+            before = engine_counters(target) if target.name.startswith("missive") else (0.0, 0.0)
+            results = []
+            for i in range(args.spec_requests):
+                content = f"({round_}.{i}) {COPY}" if task == "copy" else story(i, 0)["messages"][0]["content"]
+                results.append(await stream(client, target, ask(content, args.spec_tokens)))
+            rows[f"speculation {task}: decode tokens/s (median)"] = statistics.median(
+                r.decode_tps for r in results if r.decode_tps) if any(r.decode_tps for r in results) else float("nan")
+            if target.name.startswith("missive"):
+                drafted, accepted = (now - then for now, then in zip(engine_counters(target), before))
+                rows[f"speculation {task}: acceptance rate (%)"] = 100 * accepted / drafted if drafted else 0.0
+                rows[f"speculation {task}: tokens guessed per output token (%)"] = (
+                    100 * drafted / max(1, sum(r.output_tokens for r in results)))
+    return rows
+
+
+def group(names: list[str], starters: dict, phase_fn, args: argparse.Namespace, rounds: int,
+          record) -> None:
+    """Start the servers of one group, alternate them round by round (A B, then B A), stop them."""
+    with contextlib.ExitStack() as stack:
+        targets = {name: stack.enter_context(starters[name]()) for name in names}
+        for round_ in range(rounds):
+            for name in names if round_ % 2 == 0 else names[::-1]:
+                time.sleep(1)
+                record(name, asyncio.run(phase_fn(targets[name], args, round_)))
+
+
+def table(figures: dict[str, dict[str, float]], ratios: list[tuple[str, str]], title: str) -> None:
+    names = [n for n in figures if figures[n]]
+    keys = list(dict.fromkeys(k for n in names for k in figures[n]))
+    ratios = [(a, b) for a, b in ratios if a in figures and b in figures]
+    print(f"\n{title}; ratios are the first over the second")
+    print(f"{'figure':<58}" + "".join(f" {name:>16}" for name in names) + "".join(f" {a + '/' + b:>30}" for a, b in ratios))
+    for key in keys:
+        def value(name: str) -> float:
+            return figures[name].get(key, float("nan"))
+
+        cells = "".join(f" {value(name):>16.1f}" for name in names)
+        cells += "".join(f" {value(a) / value(b) if value(b) else float('nan'):>30.2f}" for a, b in ratios)
+        print(f"{key:<58}" + cells)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=["missive", "llama-server"])
@@ -309,7 +409,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer requests per figure, one round")
     parser.add_argument("--rounds", type=int, help="rounds per figure (default 3, or 1 with --quick)")
     parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--no-long", action="store_true", help="skip the long-context decode figures")
+    parser.add_argument("--no-speculative", action="store_true", help="skip the speculative decoding figures")
+    parser.add_argument("--extra-only", action="store_true", help="only the long-context and speculative figures")
     args = parser.parse_args()
+    args.lengths = LONG_LENGTHS[:1] if args.quick else LONG_LENGTHS
+    args.long_tokens = 32 if args.quick else 96
+    args.spec_requests = 1 if args.quick else 3
+    args.spec_tokens = 64 if args.quick else 256
+    print(f"CPU: {os.cpu_count()} cores; instruction sets: {instruction_sets()}", flush=True)
     args.single = 3 if args.quick else 5
     args.per_client = 1 if args.quick else 2
     args.questions = 4 if args.quick else 8
@@ -327,28 +435,47 @@ def main() -> None:
 
     def record(name: str, rows: dict[str, float]) -> None:
         for key, value in rows.items():
-            values[name].setdefault(key, []).append(value)
+            values.setdefault(name, {}).setdefault(key, []).append(value)
             print(f"  {name:<13} {key:<50} {value:10.1f}", flush=True)
 
     # Both servers stay up, idle when not measured; each figure alternates between them (A B, then
     # B A), so that the machine's drift over the run weighs on both alike.
     with contextlib.ExitStack() as stack:
-        for name in names:  # in order: the proxy's upstream is the llama-server started before it
+        for name in names if not args.extra_only else []:  # in order: the proxy's upstream is the llama-server started before it
             targets[name] = stack.enter_context(starters[name]())
-        for phase_name in ["single", "c=1", "c=4", "c=8", "c=16", "cached"]:
+        for phase_name in ["single", "c=1", "c=4", "c=8", "c=16", "cached"] if not args.extra_only else []:
             for round_ in range(rounds):
                 for name in names if round_ % 2 == 0 else names[::-1]:  # A B (C), then (C) B A
                     time.sleep(1)  # let the other engine's threads go idle
                     record(name, asyncio.run(phase(targets[name], phase_name, args, round_)))
-    for name in [n for n in names if n not in ("missive-proxy", "llama-server-chat")]:  # overload with a short queue, so that shedding shows
+    for name in [n for n in names if n not in ("missive-proxy", "llama-server-chat") and not args.extra_only]:  # overload with a short queue, so that shedding shows
         shedding = {"missive": lambda: missive(max_queue=8), "missive-inproc": lambda: missive(8, isolate=False)}
         with shedding.get(name, llama_server)() as target:
             record(name, asyncio.run(overload(target, args)))
 
+    # Long context: one slot of LONG_CONTEXT tokens in each server; Missive with its KV cache in f16 and in q8_0.
+    long_starters = {
+        "missive-long": lambda: missive(parallel=1, context=LONG_CONTEXT, name="missive-long"),
+        "missive-long-q8": lambda: missive(parallel=1, context=LONG_CONTEXT, local='kv_cache_type = "q8_0"',
+                                           name="missive-long-q8"),
+        "llama-server-long": lambda: llama_server(1, LONG_CONTEXT, "llama-server-long"),
+    }
+    if not args.no_long:
+        group(list(long_starters), long_starters, long_phase, args, rounds, record)
+    # Speculative decoding: Missive with it on and off (both with a q8_0 KV cache, where it is exact at any
+    # length), and llama-server, on a copy-heavy task and on prose, one stream at a time.
+    spec_starters = {
+        "missive-q8": lambda: missive(local='kv_cache_type = "q8_0"', name="missive-q8"),
+        "missive-spec": lambda: missive(local='kv_cache_type = "q8_0"\nspeculative = true', name="missive-spec"),
+        "llama-server": llama_server,
+    }
+    if not args.no_speculative:
+        group(list(spec_starters), spec_starters, speculation_phase, args, rounds, record)
+
     figures = {name: {key: statistics.median(v) for key, v in rows.items()} for name, rows in values.items()}
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "serving.json").write_text(json.dumps({"figures": figures, "rounds": values}, indent=2))
-    if "llama-server" in figures and len(figures) > 1:
+    if not args.extra_only and "llama-server" in figures and len(figures) > 1:
         ratios = [(a, b) for a, b in (("missive", "llama-server"), ("missive", "missive-inproc"),
                                       ("missive-proxy", "llama-server-chat")) if a in figures and b in figures]
         print(f"\nmedian of {rounds} round(s); ratios are the first over the second")
@@ -360,7 +487,18 @@ def main() -> None:
 
             print(f"{key:<50}" + "".join(f" {value(name):>14.1f}" for name in figures)
                   + "".join(f" {value(a) / value(b) if value(b) else float('nan'):>28.2f}" for a, b in ratios))
+    long_figures = {name: figures.get(name, {}) for name in long_starters}
+    if any(long_figures.values()):
+        table(long_figures, [("missive-long", "llama-server-long"), ("missive-long-q8", "llama-server-long"),
+                             ("missive-long-q8", "missive-long")],
+              f"long context (1 slot x {LONG_CONTEXT} tokens), median of {rounds} round(s)")
+    spec_figures = {name: {k: v for k, v in figures.get(name, {}).items() if k.startswith("speculation")}
+                    for name in spec_starters}
+    if any(spec_figures.values()):
+        table(spec_figures, [("missive-spec", "missive-q8"), ("missive-spec", "llama-server"),
+                             ("missive-q8", "llama-server")], f"speculative decoding, median of {rounds} round(s)")
     print(f"\n{THREADS} threads, {PARALLEL} parallel slots x {CONTEXT_PER_SLOT} tokens, unified_kv={UNIFIED_KV}, model {default_model_path().name}")
+    print(f"CPU: {os.cpu_count()} cores; instruction sets: {instruction_sets()}")
 
 
 if __name__ == "__main__":

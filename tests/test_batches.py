@@ -255,7 +255,9 @@ def test_interactive_requests_are_served_while_a_batch_runs(client: anthropic.An
     waits = []
     for i in range(3):
         started = time.monotonic()
-        with client.messages.stream(**ask(f"Say {i}.", max_tokens=3)) as stream:
+        # no sampling argument: anthropic 1.x takes those only in extra_body, and greedy or not is moot here
+        say = [{"role": "user", "content": f"Say {i}."}]
+        with client.messages.stream(model=SHORT["model"], max_tokens=3, messages=say) as stream:
             next(iter(stream.text_stream), None)
             waits.append(time.monotonic() - started)
             stream.get_final_message()

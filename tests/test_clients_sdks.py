@@ -2,7 +2,7 @@
 
 The current majors (TypeScript `@anthropic-ai/sdk` 1.x, Python `anthropic` 2.x) run as their own
 processes (tests/clients/sdk_ts.mjs, sdk_py.py) through a recording proxy; the previous Python major
-(0.x, the suite's own `anthropic`) runs in this process through one. The tests check what each client
+(1.x, the suite's own `anthropic`) runs in this process through one. The tests check what each client
 saw and what it really sent: API version, credentials, every status.
 """
 
@@ -188,12 +188,13 @@ def test_python_async_client(sdk: tuple[str, Observed]) -> None:
 
 
 def test_previous_major_side_by_side(recorder: Recorder, clients_server: Server) -> None:
-    """anthropic 0.x speaks API version 2023-06-01, with `x-api-key` and sampling parameters."""
-    assert anthropic.__version__.startswith("0.")
+    """anthropic 1.x speaks API version 2023-06-01 (as 0.x did), with `x-api-key`; its methods take no
+    sampling parameters, but that API version has them, so `extra_body` carries one."""
+    assert anthropic.__version__.startswith("1.")
     client = anthropic.Anthropic(
         base_url=recorder.url, api_key=clients_server.api_key, max_retries=0, timeout=60
     )
-    created = client.messages.create(model=MODEL, max_tokens=20, messages=HELLO, temperature=0)
+    created = client.messages.create(model=MODEL, max_tokens=20, messages=HELLO, extra_body={"temperature": 0})
     with client.messages.stream(model=MODEL, max_tokens=20, messages=HELLO) as stream:
         deltas = list(stream.text_stream)
         final = stream.get_final_message()
@@ -201,9 +202,10 @@ def test_previous_major_side_by_side(recorder: Recorder, clients_server: Server)
     assert text.strip() and created.stop_reason in STOP_REASONS - {"tool_use"}
     assert len(deltas) > 1
     assert "".join(deltas) == "".join(b.text for b in final.content if b.type == "text") == text
-    assert [(e.path, e.status, e.body.get("stream")) for e in recorder.exchanges] == [
-        ("/v1/messages", 200, None),
-        ("/v1/messages", 200, True),
+    sent = [(e.path, e.status, e.body.get("stream"), e.body.get("temperature")) for e in recorder.exchanges]
+    assert sent == [
+        ("/v1/messages", 200, None, 0),
+        ("/v1/messages", 200, True, None),
     ]
     assert recorder.refused() == [] and recorder.foreign == []
     assert credentials(recorder.exchanges) == {("2023-06-01", None, clients_server.api_key)}

@@ -235,7 +235,7 @@ def test_a_forced_tool_call_streams_its_input_valid_per_schema(client: anthropic
     with client.messages.stream(
         model="remote-smollm2",
         max_tokens=100,
-        temperature=0,  # at the default 1.0 the city could run on past max_tokens (seen once in CI)
+        extra_body={"temperature": 0},  # at 1.0 the city could run on past max_tokens (seen once in CI)
         messages=[ask],
         tools=[WEATHER],
         tool_choice={"type": "tool", "name": "get_weather"},
@@ -282,7 +282,7 @@ def test_the_upstreams_tool_calls_become_tool_use_blocks_and_go_back_as_history(
     with client.messages.stream(
         model="remote-smollm2",
         max_tokens=40,
-        temperature=0,
+        extra_body={"temperature": 0},
         messages=[ask, {"role": "assistant", "content": opened}],
         tools=[WEATHER, clock],
         tool_choice={"type": "any"},
@@ -321,7 +321,7 @@ def test_a_stop_sequence_is_named(client: anthropic.Anthropic) -> None:
     message = client.messages.create(
         model="remote-smollm2",
         max_tokens=40,
-        temperature=0,
+        extra_body={"temperature": 0},
         stop_sequences=["5", "never-written"],
         messages=[
             {"role": "user", "content": "Count from 1 to 10, separated by commas."},

@@ -7,6 +7,8 @@ import pytest
 
 MODEL = "claude-sonnet-4-6"  # an id applications hard-code; resolves to the default local model
 HELLO = [{"role": "user", "content": "Write one sentence about the sea."}]
+# anthropic 1.x takes no sampling parameters as arguments (its MIGRATION.md): they go in `extra_body`.
+GREEDY = {"temperature": 0}
 
 
 def test_create_returns_a_message_in_the_claude_shape(client: anthropic.Anthropic) -> None:
@@ -52,14 +54,14 @@ def test_max_tokens_stop(client: anthropic.Anthropic) -> None:
 
 def test_end_turn_stop(client: anthropic.Anthropic) -> None:
     message = client.messages.create(
-        model=MODEL, max_tokens=400, temperature=0, messages=[{"role": "user", "content": "Say hi."}]
+        model=MODEL, max_tokens=400, extra_body=GREEDY, messages=[{"role": "user", "content": "Say hi."}]
     )
     assert message.stop_reason == "end_turn"
     assert message.usage.output_tokens < 400
 
 
 def test_stop_sequence_is_reported_and_excluded(client: anthropic.Anthropic) -> None:
-    kwargs = dict(model=MODEL, max_tokens=60, temperature=0, messages=[{"role": "user", "content": "Count from 1 to 20."}])
+    kwargs = dict(model=MODEL, max_tokens=60, extra_body=GREEDY, messages=[{"role": "user", "content": "Count from 1 to 20."}])
     free = client.messages.create(**kwargs).content[0].text
     # pick a stop sequence the model is known to produce at temperature 0
     stop = next(word for word in ("5", "3", "2", ",", " ") if word in free[1:])
@@ -72,7 +74,7 @@ def test_stop_sequence_is_reported_and_excluded(client: anthropic.Anthropic) -> 
 
 
 def test_temperature_zero_is_deterministic(client: anthropic.Anthropic) -> None:
-    kwargs = dict(model=MODEL, max_tokens=40, temperature=0, messages=[{"role": "user", "content": "Name three fruits."}])
+    kwargs = dict(model=MODEL, max_tokens=40, extra_body=GREEDY, messages=[{"role": "user", "content": "Name three fruits."}])
     first = client.messages.create(**kwargs).content[0].text
     client.messages.create(model=MODEL, max_tokens=8, messages=HELLO)  # something else in between
     assert client.messages.create(**kwargs).content[0].text == first
@@ -81,15 +83,19 @@ def test_temperature_zero_is_deterministic(client: anthropic.Anthropic) -> None:
 
 def test_top_k_one_is_greedy(client: anthropic.Anthropic) -> None:
     prompt = [{"role": "user", "content": "Describe a cat in one sentence."}]
-    greedy = client.messages.create(model=MODEL, max_tokens=30, temperature=0, messages=prompt).content[0].text
-    top1 = client.messages.create(model=MODEL, max_tokens=30, temperature=1.0, top_k=1, messages=prompt)
+    greedy = client.messages.create(model=MODEL, max_tokens=30, extra_body=GREEDY, messages=prompt).content[0].text
+    top1 = client.messages.create(
+        model=MODEL, max_tokens=30, extra_body={"temperature": 1.0, "top_k": 1}, messages=prompt
+    )
     assert top1.content[0].text == greedy
 
 
 def test_sampling_at_temperature_one_varies(client: anthropic.Anthropic) -> None:
     prompt = [{"role": "user", "content": "Invent a name for a new planet."}]
     texts = {
-        client.messages.create(model=MODEL, max_tokens=12, temperature=1.0, messages=prompt).content[0].text
+        client.messages.create(model=MODEL, max_tokens=12, extra_body={"temperature": 1.0}, messages=prompt)
+        .content[0]
+        .text
         for _ in range(4)
     }
     assert len(texts) > 1
@@ -97,9 +103,9 @@ def test_sampling_at_temperature_one_varies(client: anthropic.Anthropic) -> None
 
 def test_top_p_tiny_is_greedy(client: anthropic.Anthropic) -> None:
     prompt = [{"role": "user", "content": "What is the capital of France?"}]
-    greedy = client.messages.create(model=MODEL, max_tokens=20, temperature=0, messages=prompt).content[0].text
-    nucleus = client.messages.create(model=MODEL, max_tokens=20, top_p=0.0001, messages=prompt).content[0].text
-    assert nucleus == greedy
+    greedy = client.messages.create(model=MODEL, max_tokens=20, extra_body=GREEDY, messages=prompt).content[0].text
+    nucleus = client.messages.create(model=MODEL, max_tokens=20, extra_body={"top_p": 0.0001}, messages=prompt)
+    assert nucleus.content[0].text == greedy
 
 
 def test_prefill_is_continued_not_repeated(client: anthropic.Anthropic) -> None:
@@ -107,7 +113,7 @@ def test_prefill_is_continued_not_repeated(client: anthropic.Anthropic) -> None:
     message = client.messages.create(
         model=MODEL,
         max_tokens=20,
-        temperature=0,
+        extra_body=GREEDY,
         messages=[
             {"role": "user", "content": "What are the three primary colours?"},
             {"role": "assistant", "content": prefill},
@@ -128,8 +134,8 @@ def test_prefill_is_continued_not_repeated(client: anthropic.Anthropic) -> None:
 def test_consecutive_user_turns_are_merged(client: anthropic.Anthropic) -> None:
     split = [{"role": "user", "content": "Hello."}, {"role": "user", "content": "How are you?"}]
     joined = [{"role": "user", "content": [{"type": "text", "text": "Hello."}, {"type": "text", "text": "How are you?"}]}]
-    a = client.messages.create(model=MODEL, max_tokens=16, temperature=0, messages=split)
-    b = client.messages.create(model=MODEL, max_tokens=16, temperature=0, messages=joined)
+    a = client.messages.create(model=MODEL, max_tokens=16, extra_body=GREEDY, messages=split)
+    b = client.messages.create(model=MODEL, max_tokens=16, extra_body=GREEDY, messages=joined)
     assert a.usage.input_tokens == b.usage.input_tokens
     assert a.content[0].text == b.content[0].text
 
@@ -180,7 +186,7 @@ def test_generation_that_reaches_the_context_end_stops_with_its_own_reason(clien
         {"role": "user", "content": " ".join(words)},
         {"role": "assistant", "content": "Once upon a time, there was a sailor named"},
     ]
-    message = client.messages.create(model="tiny", max_tokens=200, temperature=0, messages=messages)
+    message = client.messages.create(model="tiny", max_tokens=200, extra_body=GREEDY, messages=messages)
     assert message.stop_reason == "model_context_window_exceeded"
     assert message.usage.input_tokens + message.usage.output_tokens > 256
 
@@ -200,7 +206,7 @@ def test_async_client_and_concurrent_requests(server) -> None:  # type: ignore[n
     async def main() -> list[anthropic.types.Message]:
         async with anthropic.AsyncAnthropic(base_url=server.base_url, api_key=server.api_key, max_retries=0) as aclient:
             return await asyncio.gather(
-                *(aclient.messages.create(model=MODEL, max_tokens=8, temperature=0, messages=HELLO) for _ in range(3))
+                *(aclient.messages.create(model=MODEL, max_tokens=8, extra_body=GREEDY, messages=HELLO) for _ in range(3))
             )
 
     results = asyncio.run(main())

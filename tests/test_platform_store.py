@@ -66,7 +66,7 @@ def test_migrations_run_once_and_adopt_a_database_from_before_them(url: str) -> 
             "alembic_version",
         } <= tables
         with engine.connect() as conn:
-            assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0006"
+            assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0007"
         old = key_store.get_key(engine, "apikey_old")
         assert old is not None and old.status == "active" and old.workspace_id == "default"
         engine.dispose()
@@ -203,6 +203,36 @@ def test_report_sums_per_bucket_and_group(db: sa.Engine) -> None:
     assert [(r["bucket"], r["model"], r["input_tokens"], r["output_tokens"]) for r in only] == [
         (0, "m1", 40, 3)
     ]
+
+
+def test_reports_read_only_what_they_sum_and_use_the_report_indexes(db: sa.Engine) -> None:
+    day = 1_800_000_000 // 86400 * 86400
+    for index, (offset, workspace, key) in enumerate(
+        [(10, "a", "k1"), (4000, "a", "k2"), (90000, "b", "k1"), (90500, "b", "k3"), (200000, "a", "k2")]
+    ):
+        record = _record(f"req_r{index}", workspace, input_tokens=index + 1, output_tokens=2 * index)
+        record.ts, record.key_id = day + offset, key
+        with db.begin() as conn:
+            ledger_store.open_record(conn, record, datetime.now(UTC))
+    for start, width in [(day, 86400), (day, 3600), (day + 3000, 3600), (day + 7, 60)]:  # aligned or not
+        full = report_store.summed(db, start, day + 3 * 86400, width, ["api_key_id"], {})
+        some = report_store.summed(db, start, day + 3 * 86400, width, ["api_key_id"], {}, ["output_tokens"])
+        assert [{"bucket": r["bucket"], "api_key_id": r["api_key_id"], "output_tokens": r["output_tokens"],
+                 "requests": r["requests"]} for r in full] == some  # fmt: skip
+        assert [r["bucket"] for r in full] == [(day + t - start) // width for t in (10, 4000, 90000, 90500, 200000)
+                                               if day + t >= start]  # fmt: skip
+    assert report_store.last_used(db, day + 60) == {"k1": day + 90000, "k2": day + 200000, "k3": day + 90500}
+    assert report_store.last_used(db, day, "a") == {"k1": day + 10, "k2": day + 200000}
+    assert report_store.last_used(db, day + 300000) == {}
+    with db.connect() as conn:
+        if db.dialect.name == "sqlite":  # the report scans the covering index alone, never the table
+            query = "SELECT ts / 86400, model, sum(cost) FROM usage_records WHERE ts >= 0 GROUP BY 1, 2"
+            plan = " ".join(row[3] for row in conn.execute(sa.text("EXPLAIN QUERY PLAN " + query)))
+            assert "COVERING INDEX ix_usage_report" in plan, plan
+        elif conn.dialect.server_version_info >= (14,):  # the bucket statistics PostgreSQL estimates from
+            mine = "SELECT stxname FROM pg_statistic_ext WHERE stxnamespace = current_schema()::regnamespace"
+            names = conn.execute(sa.text(mine)).scalars().all()
+            assert {"st_usage_minute", "st_usage_hour", "st_usage_day"} <= set(names)
 
 
 def test_the_writer_commits_groups_and_one_bad_write_fails_alone(db: sa.Engine) -> None:

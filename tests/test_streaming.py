@@ -64,7 +64,7 @@ def test_event_order_framing_and_cumulative_usage(http: httpx.Client) -> None:
 
 
 def test_sdk_stream_helpers(client: anthropic.Anthropic) -> None:
-    with client.messages.stream(model=MODEL, max_tokens=20, temperature=0, messages=STORY) as stream:
+    with client.messages.stream(model=MODEL, max_tokens=20, extra_body={"temperature": 0}, messages=STORY) as stream:
         pieces = list(stream.text_stream)
         final = stream.get_final_message()
     assert "".join(pieces) == final.content[0].text

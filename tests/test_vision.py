@@ -29,14 +29,17 @@ from projector import IMAGE_TOKENS, write_projector
 
 from missive import metrics
 from missive.engines.base import Generation
+from missive.engines.local import vision
 from missive.engines.local.default_model import default_model_path
 from missive.engines.local.engine import LocalEngine
 from missive.engines.local.sampling import Sampling
 from missive.engines.local.scheduler import Job, Slot, reusable
 from missive.engines.local.vision import placeholders
+from missive.engines.prompt import ImageInput
 from missive.settings import LocalEngineSettings, ModelSettings
 from missive.wire import requests as rq
 from missive.wire import validate
+from missive.wire.errors import ApiError
 from missive.wire.events import Delta, Finished
 
 MODEL = "smollm2-vision"
@@ -138,6 +141,14 @@ def test_cached_prefixes_stop_at_a_different_image(client: anthropic.Anthropic) 
     assert other.cache_read_input_tokens == system_prefix
     assert other.cache_creation_input_tokens == written.cache_creation_input_tokens
 
+    # A breakpoint on the image block itself: the entry ends right after the image.
+    cached_image = {**image(9), "cache_control": {"type": "ephemeral"}}
+    through_image = usage(cached_image, {"type": "text", "text": "Once more."})
+    assert through_image.cache_read_input_tokens == system_prefix
+    assert IMAGE_TOKENS < through_image.cache_creation_input_tokens < written.cache_creation_input_tokens
+    again = usage(cached_image, {"type": "text", "text": "And again."})
+    assert again.cache_read_input_tokens == system_prefix + through_image.cache_creation_input_tokens
+
 
 @pytest.mark.parametrize(
     ("data", "says"),
@@ -233,3 +244,12 @@ def test_a_preempted_generation_refills_its_image(one_slot: LocalEngine, caplog:
     assert finished["chat"].usage.output_tokens >= 1
     resumed = re.search(r"resumed in slot 0: (\d+) tokens reused", caplog.text)
     assert resumed is not None and int(resumed.group(1)) <= batch.prompt.images[0].start
+
+
+def test_the_engine_refuses_undecodable_bytes_itself() -> None:
+    """The last guard, behind media/images.py's checks: Pillow's decode, named by the block's path."""
+    with pytest.raises(ApiError) as caught:
+        vision._decode(ImageInput("messages.3.content.1", b"\x89PNG\r\n\x1a\n but then nothing"))
+    assert caught.value.status == 400 and caught.value.message.startswith("messages.3.content.1: ")
+    pixels, width, height = vision._decode(ImageInput("-", base64.b64decode(png(1))))
+    assert (width, height) == (40, 30) and len(pixels) == 40 * 30 * 3

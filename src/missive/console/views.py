@@ -3,7 +3,6 @@ signed-in admin key may do them), the batches service or the pipeline, and rende
 
 from __future__ import annotations
 
-import calendar
 import json
 import time
 from typing import Any
@@ -116,17 +115,9 @@ def _ago(seconds: float) -> str:
     return f"{int(seconds // 86400)} d ago"
 
 
-def _last_used(report: dict[str, Any]) -> dict[str, str]:
-    """Key id -> when it last had usage, to the hour, from the last 7 days of the usage report."""
-    seen: dict[str, str] = {}
-    now = time.time()
-    for bucket in reversed(report["data"]):
-        for result in bucket["results"]:
-            key = result.get("api_key_id")
-            if key and key not in seen:
-                start = calendar.timegm(time.strptime(bucket["starting_at"], "%Y-%m-%dT%H:%M:%SZ"))
-                seen[key] = _ago(max(0.0, now - start - 3600))
-    return seen
+def _last_used(latest: dict[str, int], now: float) -> dict[str, str]:
+    """Key id -> when it last had usage, to the hour (the end of the hour of its latest request)."""
+    return {key: _ago(max(0.0, now - ts // 3600 * 3600 - 3600)) for key, ts in latest.items()}
 
 
 @signed_in
@@ -141,7 +132,8 @@ async def keys_page(request: Request, created: dict[str, Any] | None = None, sta
         query = KeyListQuery()
     keys = await call(admin.keys, query)
     spaces = await call(admin.workspaces, False)
-    report = await call(usage.usage_rows, admin, usage.Query("7d", "api_key_id"))
+    now = time.time()
+    latest = await call(admin.last_used, (int(now) // 3600 + 1 - 168) * 3600)  # the last 7 days, by hour
     return render(
         request,
         "keys.html",
@@ -149,7 +141,7 @@ async def keys_page(request: Request, created: dict[str, Any] | None = None, sta
         nav="keys",
         keys=keys,
         workspaces=spaces,
-        last_used=_last_used(report),
+        last_used=_last_used(latest, now),
         chosen_workspace=workspace,
         chosen_status=show,
         created=created,

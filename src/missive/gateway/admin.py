@@ -115,23 +115,33 @@ class Admin:
     # --- usage and cost
 
     def usage_report(self, win: reports.Window, group_by: list[str], filters: dict[str, list[str]]) -> Json:
-        return reports.usage_report(win, self._summed(win, group_by, filters), group_by)
+        rows = self._summed(win, group_by, filters, ledger_store.TOKEN_COLUMNS)
+        return reports.usage_report(win, rows, group_by)
 
     def cost_report(self, win: reports.Window, group_by: list[str], filters: dict[str, list[str]]) -> Json:
         columns = [name for name in ("workspace_id",) if name in group_by]
+        sums: tuple[str, ...] = ("cost",)
         if "description" in group_by:
             columns += ["model", "service_tier"]
-        return reports.cost_report(win, self._summed(win, columns, filters), group_by)
+            sums = ledger_store.COST_COLUMNS
+        return reports.cost_report(win, self._summed(win, columns, filters, sums), group_by)
+
+    def last_used(self, since_ts: int) -> dict[str, int]:
+        """Key id -> the start (epoch seconds) of its latest request since `since_ts`, in what this key sees.
+        Missive's addition, for the console's key list."""
+        return report_store.last_used(self.db, since_ts, self.key.workspace_id)
 
     # --- what this key may see
 
-    def _summed(self, win: reports.Window, columns: list[str], filters: dict[str, list[str]]) -> list[Json]:
+    def _summed(
+        self, win: reports.Window, columns: list[str], filters: dict[str, list[str]], sums: tuple[str, ...]
+    ) -> list[Json]:
         own = self.key.workspace_id
         if own is not None:  # a workspace's admin sees its own usage and nothing else
             if filters.get("workspace_id") and own not in filters["workspace_id"]:
                 return []
             filters = {**filters, "workspace_id": [own]}
-        return report_store.summed(self.db, win.start, win.end, win.width, columns, filters)
+        return report_store.summed(self.db, win.start, win.end, win.width, columns, filters, sums)
 
     def _visible(self, workspace_id: str | None) -> bool:
         return self.key.workspace_id is None or self.key.workspace_id == workspace_id
