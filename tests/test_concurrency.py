@@ -21,7 +21,9 @@ PROMPTS = [
 
 
 def ask(prompt: str, max_tokens: int = 48) -> dict:
-    return {"model": MODEL, "max_tokens": max_tokens, "temperature": 0, "messages": [{"role": "user", "content": prompt}]}
+    """SDK arguments; anthropic 1.x takes sampling parameters only in `extra_body`."""
+    messages = [{"role": "user", "content": prompt}]
+    return {"model": MODEL, "max_tokens": max_tokens, "extra_body": {"temperature": 0}, "messages": messages}
 
 
 async def stream_text(client: anthropic.AsyncAnthropic, prompt: str, max_tokens: int = 48) -> str:

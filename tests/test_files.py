@@ -162,25 +162,29 @@ def test_the_media_type_comes_from_the_part_else_the_bytes_else_the_name(files_s
 
 
 def test_the_list_pages_newest_first_in_both_directions(files_server: Server) -> None:
-    client = sdk(files_server, workspace_key(files_server, "paging"))
+    key = workspace_key(files_server, "paging")
+    client = sdk(files_server, key)
     ids = [client.beta.files.upload(file=(f"f{i}.txt", f"file {i}".encode(), "text/plain")).id for i in range(5)]
     newest_first = ids[::-1]
 
+    # anthropic 1.x's client.beta.files sends no beta header: it pages the generally available way.
     first = client.beta.files.list(limit=2)
-    assert [f.id for f in first.data] == newest_first[:2] and first.has_more
-    assert (first.first_id, first.last_id) == (newest_first[0], newest_first[1])
-    assert [f.id for f in client.beta.files.list(limit=2)] == newest_first  # the SDK follows last_id
-    tail = client.beta.files.list(limit=10, after_id=newest_first[1])
-    assert [f.id for f in tail.data] == newest_first[2:] and not tail.has_more
-    back = client.beta.files.list(limit=2, before_id=newest_first[4])
-    assert [f.id for f in back.data] == newest_first[2:4] and back.has_more
-    assert [f.id for f in client.beta.files.list(limit=10, before_id=newest_first[2]).data] == newest_first[:2]
-    end = client.beta.files.list(after_id=newest_first[-1])
-    assert (end.data, end.has_more, end.first_id, end.last_id) == ([], False, None, None)
-    assert client.beta.files.list(after_id="file_nosuchfile").data == []
+    assert [f.id for f in first.data] == newest_first[:2] and first.next_page
+    assert [f.id for f in client.beta.files.list(limit=2)] == newest_first  # the SDK follows next_page
+    assert [f.id for f in client.beta.files.list(ids=[ids[1], ids[3]])] == [ids[3], ids[1]]
     assert client.beta.files.list(scope_id="sesn_x").data == []  # files uploaded here have no scope
 
-    with raw(files_server) as http:
+    def page(**params: object) -> tuple[list[str], bool, str | None, str | None]:
+        body = http.get("/v1/files", params=params).json()
+        return [f["id"] for f in body["data"]], body["has_more"], body["first_id"], body["last_id"]
+
+    with raw(files_server, key) as http:  # with the beta header, pages go by id
+        assert page(limit=2) == (newest_first[:2], True, newest_first[0], newest_first[1])
+        assert page(limit=10, after_id=newest_first[1])[:2] == (newest_first[2:], False)
+        assert page(limit=2, before_id=newest_first[4])[:2] == (newest_first[2:4], True)
+        assert page(limit=10, before_id=newest_first[2])[0] == newest_first[:2]
+        assert page(after_id=newest_first[-1]) == ([], False, None, None)
+        assert page(after_id="file_nosuchfile")[0] == []
         for limit in ("0", "1001", "x"):
             refusal(http.get("/v1/files", params={"limit": limit}), 400, "invalid_request_error", "limit")
 
@@ -220,7 +224,8 @@ def test_another_workspaces_file_is_not_found(files_server: Server) -> None:
             attempt(mine.id)
         assert caught.value.body["error"]["type"] == "not_found_error"
     assert mine.id not in [f.id for f in other.beta.files.list(limit=1000)]
-    assert other.beta.files.list(after_id=mine.id).data == []  # another's id is no cursor either
+    with raw(files_server, other.api_key) as http:  # another's id is no cursor either
+        assert http.get("/v1/files", params={"after_id": mine.id}).json()["data"] == []
     assert owner.beta.files.download(mine.id).read() == b"the owner's"  # the failed delete left it alone
 
 

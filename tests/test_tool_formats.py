@@ -295,7 +295,7 @@ def test_forced_calls_validate(client: anthropic.Anthropic, model: str, name: st
     message = client.messages.create(
         model=model,
         max_tokens=600,
-        temperature=0,
+        extra_body={"temperature": 0},
         tools=[tool(name, SCHEMAS[name])],
         tool_choice={"type": "tool", "name": name},
         messages=ASK,
@@ -337,7 +337,8 @@ def test_a_tool_loop_through_the_template(client: anthropic.Anthropic, model: st
     tools = [tool("flat", SCHEMAS["flat"])]
     messages: list[dict] = list(ASK)
     first = client.messages.create(
-        model=model, max_tokens=600, temperature=0, tools=tools, tool_choice={"type": "any"}, messages=messages
+        model=model, max_tokens=600, extra_body={"temperature": 0}, tools=tools, tool_choice={"type": "any"},
+        messages=messages,
     )
     assert first.stop_reason == "tool_use"
     messages += answered(first, "Sunny, 21 degrees.", {"type": "text", "text": "Thanks. Summarise it in one sentence."})
@@ -361,7 +362,8 @@ def test_a_tool_loop_through_the_template(client: anthropic.Anthropic, model: st
 def test_auto_calls_parse_or_stay_text(client: anthropic.Anthropic, model: str) -> None:
     """Under `auto` the model may answer in text; whatever it writes ends cleanly, and any call validates."""
     message = client.messages.create(
-        model=model, max_tokens=120, temperature=0, tools=[tool("flat", SCHEMAS["flat"])], messages=ASK
+        model=model, max_tokens=120, extra_body={"temperature": 0}, tools=[tool("flat", SCHEMAS["flat"])],
+        messages=ASK,
     )
     assert message.stop_reason in ("end_turn", "max_tokens", "tool_use") and message.content
     calls = tool_uses(message)

@@ -49,7 +49,7 @@ def test_forced_calls_validate(client: anthropic.Anthropic, name: str) -> None:
     message = client.messages.create(
         model=MODEL,
         max_tokens=600,
-        temperature=0,
+        extra_body={"temperature": 0},
         tools=[tool(name, SCHEMAS[name])],
         tool_choice={"type": "tool", "name": name, "disable_parallel_tool_use": True},
         messages=ASK,
@@ -87,7 +87,8 @@ def test_a_tool_loop_through_the_template(client: anthropic.Anthropic) -> None:
     tools = [tool("flat", SCHEMAS["flat"])]
     messages: list[dict] = list(ASK)
     first = client.messages.create(
-        model=MODEL, max_tokens=600, temperature=0, tools=tools, tool_choice={"type": "any"}, messages=messages
+        model=MODEL, max_tokens=600, extra_body={"temperature": 0}, tools=tools, tool_choice={"type": "any"},
+        messages=messages,
     )
     assert first.stop_reason == "tool_use"
     messages += answered(first, "Sunny, 21 degrees.", {"type": "text", "text": "Thanks. Summarise it in one sentence."})

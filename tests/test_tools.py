@@ -91,7 +91,7 @@ def test_forced_calls_always_validate(client: anthropic.Anthropic, name: str) ->
         message = client.messages.create(
             model=MODEL,
             max_tokens=600,
-            temperature=0,
+            extra_body={"temperature": 0},
             tools=[tool(name, SCHEMAS[name], strict=True)],
             tool_choice={"type": "any", "disable_parallel_tool_use": True},
             messages=[{"role": "user", "content": question}],
@@ -105,7 +105,8 @@ def test_forced_calls_always_validate(client: anthropic.Anthropic, name: str) ->
 def test_parallel_calls_each_validate(client: anthropic.Anthropic) -> None:
     tools = [tool("flat", SCHEMAS["flat"]), tool("enums_and_numbers", SCHEMAS["enums_and_numbers"])]
     message = client.messages.create(
-        model=MODEL, max_tokens=800, temperature=0, tools=tools, tool_choice={"type": "any"}, messages=ASK
+        model=MODEL, max_tokens=800, extra_body={"temperature": 0}, tools=tools, tool_choice={"type": "any"},
+        messages=ASK,
     )
     calls = tool_uses(message)
     assert 1 <= len(calls) <= 4 and message.stop_reason == "tool_use"
@@ -119,7 +120,7 @@ def test_named_tool_choice_and_single_call(client: anthropic.Anthropic) -> None:
         message = client.messages.create(
             model=MODEL,
             max_tokens=800,
-            temperature=0,
+            extra_body={"temperature": 0},
             tools=tools,
             tool_choice={"type": "tool", "name": "nested", "disable_parallel_tool_use": True},
             messages=[{"role": "user", "content": question}],
@@ -144,7 +145,7 @@ def read_call(client: anthropic.Anthropic, question: str, temperature: float, ch
     message = client.messages.create(
         model=MODEL,
         max_tokens=256,
-        temperature=temperature,
+        extra_body={"temperature": temperature},
         tools=[tool("Read", READ), *extra.get("more_tools", [])],
         tool_choice=choice,
         messages=[{"role": "user", "content": question}],
@@ -163,7 +164,7 @@ def test_tool_choice_tool_gives_exactly_one_call(client: anthropic.Anthropic) ->
         calls = read_call(client, question, 0, {"type": "tool", "name": "Read"}, more_tools=[tool("flat", SCHEMAS["flat"])])
         assert [call.name for call in calls] == ["Read"]
     message = client.messages.create(
-        model=MODEL, max_tokens=400, temperature=0, tools=[tool("flat", SCHEMAS["flat"])],
+        model=MODEL, max_tokens=400, extra_body={"temperature": 0}, tools=[tool("flat", SCHEMAS["flat"])],
         tool_choice={"type": "tool", "name": "flat"}, messages=ASK,
     )  # fmt: skip
     assert message.stop_reason == "tool_use" and len(tool_uses(message)) == 1
@@ -178,7 +179,7 @@ def test_a_forced_call_with_claude_codes_read_schema_finishes(client: anthropic.
     finished = 0
     for question in READ_ASKS:
         message = client.messages.create(
-            model=MODEL, max_tokens=256, temperature=0, tools=[tool("Read", READ)],
+            model=MODEL, max_tokens=256, extra_body={"temperature": 0}, tools=[tool("Read", READ)],
             tool_choice={"type": "tool", "name": "Read"}, messages=[{"role": "user", "content": question}],
         )  # fmt: skip
         calls = tool_uses(message)
@@ -196,7 +197,7 @@ def test_forced_read_calls_finish_at_temperature_1(client: anthropic.Anthropic) 
     finished = 0
     for question in READ_ASKS * 4:
         message = client.messages.create(
-            model=MODEL, max_tokens=256, temperature=1, tools=[tool("Read", READ)],
+            model=MODEL, max_tokens=256, extra_body={"temperature": 1}, tools=[tool("Read", READ)],
             tool_choice={"type": "tool", "name": "Read"}, messages=[{"role": "user", "content": question}],
         )  # fmt: skip
         calls = tool_uses(message)
@@ -220,7 +221,7 @@ def test_parallel_calls_stay_possible_under_any_and_auto(client: anthropic.Anthr
     assert len(read_call(client, question, 0, {"type": "any"})) > 1
     for temperature in (0, 1, 1):
         message = client.messages.create(
-            model=MODEL, max_tokens=256, temperature=temperature, tools=[tool("Read", READ)],
+            model=MODEL, max_tokens=256, extra_body={"temperature": temperature}, tools=[tool("Read", READ)],
             tool_choice={"type": "auto", "disable_parallel_tool_use": True},
             messages=[{"role": "user", "content": question}],
         )  # fmt: skip
@@ -237,7 +238,8 @@ def test_tool_choice_none_never_calls(client: anthropic.Anthropic) -> None:
 def test_auto_answers_in_text_or_calls_validly(client: anthropic.Anthropic) -> None:
     for temperature in (0, 1, 1):
         message = client.messages.create(
-            model=MODEL, max_tokens=200, temperature=temperature, tools=[tool("flat", SCHEMAS["flat"])], messages=ASK
+            model=MODEL, max_tokens=200, extra_body={"temperature": temperature},
+            tools=[tool("flat", SCHEMAS["flat"])], messages=ASK,
         )
         if message.stop_reason == "max_tokens":
             continue  # a call cut short is not complete, here as on the Claude API
@@ -289,7 +291,7 @@ def test_sdk_stream_accumulates_tool_input(client: anthropic.Anthropic) -> None:
     with client.messages.stream(
         model=MODEL,
         max_tokens=600,
-        temperature=0,
+        extra_body={"temperature": 0},
         tools=[tool("flat", SCHEMAS["flat"])],
         tool_choice={"type": "any"},
         messages=ASK,
@@ -303,7 +305,8 @@ def test_a_tool_loop_ends_in_text(client: anthropic.Anthropic) -> None:
     tools = [tool("flat", SCHEMAS["flat"])]
     messages: list[dict] = list(ASK)
     first = client.messages.create(
-        model=MODEL, max_tokens=600, temperature=0, tools=tools, tool_choice={"type": "any"}, messages=messages
+        model=MODEL, max_tokens=600, extra_body={"temperature": 0}, tools=tools, tool_choice={"type": "any"},
+        messages=messages,
     )
     assert first.stop_reason == "tool_use"
     messages += answered(first, "Sunny, 21 degrees.")
@@ -340,9 +343,8 @@ def test_structured_output_validates(client: anthropic.Anthropic, schema: dict) 
     message = client.messages.create(
         model=MODEL,
         max_tokens=600,
-        temperature=0,
         messages=[{"role": "user", "content": "Describe a trip as JSON."}],
-        extra_body={"output_config": {"format": {"type": "json_schema", "schema": schema}}},
+        extra_body={"temperature": 0, "output_config": {"format": {"type": "json_schema", "schema": schema}}},
     )
     assert message.stop_reason == "end_turn"
     jsonschema.validate(json.loads(message.content[0].text), schema)
@@ -352,7 +354,7 @@ def test_anthropic_defined_client_tools(client: anthropic.Anthropic) -> None:
     message = client.messages.create(
         model=MODEL,
         max_tokens=600,
-        temperature=0,
+        extra_body={"temperature": 0},
         tools=[{"type": "bash_20250124", "name": "bash"}, {"type": "text_editor_20250728", "name": "str_replace_based_edit_tool"}],
         tool_choice={"type": "tool", "name": "str_replace_based_edit_tool"},
         messages=[{"role": "user", "content": "Show me the file notes.txt"}],

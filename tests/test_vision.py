@@ -66,7 +66,7 @@ def count(client: anthropic.Anthropic, messages: list[dict], **extra: object) ->
 
 
 def answer(client: anthropic.Anthropic, messages: list[dict], **extra: object) -> anthropic.types.Message:
-    return client.messages.create(model=MODEL, max_tokens=8, temperature=0, messages=messages, **extra)
+    return client.messages.create(model=MODEL, max_tokens=8, extra_body={"temperature": 0}, messages=messages, **extra)
 
 
 def test_the_card_says_images(client: anthropic.Anthropic) -> None:

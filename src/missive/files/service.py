@@ -145,6 +145,8 @@ class FileService:
         return beta_page([self.view(record, True) for record in found], more)
 
     async def list_ga(self, workspace_id: str | None, query: ListQuery) -> dict[str, Any]:
+        if query.scope_id is not None:  # no file here has a scope, as in list_beta
+            return ga_page([], False)
         if query.ids is not None:
             if query.page is not None or query.limit is not None:
                 raise invalid("ids: cannot be combined with page or limit")

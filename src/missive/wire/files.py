@@ -101,6 +101,7 @@ class ListQuery(BaseModel):
     limit: int | None = Field(default=None, ge=1, le=1000)
     page: str | None = None
     ids: list[str] | None = None
+    scope_id: str | None = None  # a filter here too (Python SDK 1.x sends it without the beta header)
 
     @field_validator("ids")
     @classmethod
