@@ -18,7 +18,7 @@ from missive.gateway.auth import Principal
 from missive.gateway.pricing import Pricing
 from missive.pipeline import Call, Pipeline
 from missive.routes.context import read_body
-from missive.routes.streaming import EventStream, collect
+from missive.routes.messages import respond
 from missive.store.workspaces import get_workspace
 from missive.wire.betas import parse_betas
 from missive.wire.errors import not_found
@@ -65,15 +65,7 @@ async def _call(request: Request, admin: Admin, workspace_id: str) -> Call:
 
 
 async def run(request: Request, admin: Admin, workspace_id: str) -> Response:
-    call = await _call(request, admin, workspace_id)
-    pipeline: Pipeline = request.app.state.pipeline
-    reply = await pipeline.create(call, await read_body(request))
-    if reply.stream:
-        ping = request.app.state.settings.ping_interval
-        return EventStream(reply.builder, reply.first, reply.events, ping, call.request_id, reply.headers)  # type: ignore[return-value]
-    if not await collect(reply.builder, reply.first, reply.events, request.receive):
-        return Response(status_code=499)
-    return JSONResponse(reply.builder.message, headers=reply.headers)
+    return await respond(request, await _call(request, admin, workspace_id))
 
 
 async def check(request: Request, admin: Admin, workspace_id: str) -> Response:

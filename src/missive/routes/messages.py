@@ -6,13 +6,18 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from missive.pipeline import Pipeline
+from missive.pipeline import Call, Pipeline
 from missive.routes.context import call_context, read_body
 from missive.routes.streaming import EventStream, collect
 
 
 async def create_message(request: Request) -> Response:
-    call = await call_context(request)
+    return await respond(request, await call_context(request))
+
+
+async def respond(request: Request, call: Call) -> Response:
+    """Run the request's `/v1/messages` body through the pipeline as `call`; render the reply as SSE or one
+    Message (the console's workbench answers this way too)."""
     pipeline: Pipeline = request.app.state.pipeline
     reply = await pipeline.create(call, await read_body(request))
     if reply.stream:

@@ -19,7 +19,15 @@ from __future__ import annotations
 
 import re
 
-from missive.engines.local.toolcalls import CallEnd, CallInput, CallStart, Piece, Text, _JsonEnd, held
+from missive.engines.local.toolcalls import (
+    CallEnd,
+    CallInput,
+    CallStart,
+    JsonEnd,
+    Piece,
+    StepParser,
+    held,
+)
 from missive.engines.prompt import ToolSpec
 
 START, CHANNEL, MESSAGE, CONSTRAIN = "<|start|>", "<|channel|>", "<|message|>", "<|constrain|>"
@@ -32,29 +40,19 @@ _CHANNEL = re.compile(re.escape(CHANNEL) + r"\s*(\w+)")
 _ROLE = re.compile(re.escape(START) + r"\s*([^\s<]+)")
 
 
-class HarmonyParser:
+class HarmonyParser(StepParser):
     def __init__(self, tools: list[ToolSpec]) -> None:
         self.names = {tool.name for tool in tools}
         self.buffer = ""
         self.state = "header"  # header -> body -> (after_call) -> header ...
         self.kind = "text"  # the body's: "text", "hidden" (reasoning) or "call"
         self.calls = 0
-        self.value = _JsonEnd()
+        self.value = JsonEnd()
         self.pending_call: str | None = None  # a call's name, until its body shows it is JSON
 
     @property
     def in_call(self) -> bool:
         return self.kind == "call" and self.state != "header"
-
-    def _text(self, text: str) -> list[Piece]:
-        return [Text(text)] if text and (self.calls == 0 or text.strip()) else []
-
-    def feed(self, text: str) -> list[Piece]:
-        self.buffer += text
-        pieces: list[Piece] = []
-        while self._step(pieces):
-            pass
-        return pieces
 
     def _step(self, pieces: list[Piece]) -> bool:
         if self.state == "header":
@@ -131,7 +129,7 @@ class HarmonyParser:
                 self.kind, self.pending_call = "text", None
                 return True
             pieces += [CallStart(self.pending_call)]
-            self.buffer, self.pending_call, self.value = rest, None, _JsonEnd()
+            self.buffer, self.pending_call, self.value = rest, None, JsonEnd()
         end = self.value.end(self.buffer)
         emit = self.buffer if end is None else self.buffer[:end]
         if emit:

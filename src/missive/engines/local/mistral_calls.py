@@ -13,45 +13,18 @@ from __future__ import annotations
 
 import json
 
-from missive.engines.local.toolcalls import CallEnd, CallInput, CallStart, Piece, Text, held
+from missive.engines.local.toolcalls import (
+    CallEnd,
+    CallInput,
+    CallStart,
+    JsonEnd,
+    Piece,
+    StepParser,
+    held,
+)
 from missive.engines.prompt import CallSyntax
 
 MAX_KEY = 256  # a key longer than this is no key of a call
-
-
-class _ValueEnd:
-    """Where one JSON value ends in text that arrives piece by piece (scalars too, which end at `,` `}` `]`)."""
-
-    def __init__(self) -> None:
-        self.open: list[str] = []
-        self.escape = False
-        self.scalar = False
-        self.started = False
-
-    def end(self, text: str) -> int | None:
-        for index, char in enumerate(text):
-            if not self.started:
-                if char.isspace():
-                    continue
-                self.started, self.scalar = True, char not in '{["'
-            if self.scalar:
-                if char in ",}]" or char.isspace():
-                    return index
-                continue
-            if self.open and self.open[-1] == '"':
-                if self.escape:
-                    self.escape = False
-                elif char == "\\":
-                    self.escape = True
-                elif char == '"':
-                    self.open.pop()
-            elif char in '{["':
-                self.open.append(char)
-            elif char in "}]" and self.open:
-                self.open.pop()
-            if not self.open:
-                return index + 1
-        return None
 
 
 def _arguments(raw: str) -> str:
@@ -65,7 +38,7 @@ def _arguments(raw: str) -> str:
     return json.dumps(value, ensure_ascii=False) if isinstance(value, dict) else "{}"
 
 
-class CallListParser:
+class CallListParser(StepParser):
     def __init__(self, syntax: CallSyntax) -> None:
         self.marker = syntax.trigger  # [TOOL_CALLS]
         self.buffer = ""
@@ -80,23 +53,13 @@ class CallListParser:
         self.started = False  # CallStart sent
         self.has_input = False  # the call's input sent (streamed or held)
         self.key = ""
-        self.value = _ValueEnd()
+        self.value = JsonEnd(scalars=True)
         self.value_text = ""
         self.streaming = False
 
     @property
     def in_call(self) -> bool:
         return self.state != "text"
-
-    def _text(self, text: str) -> list[Piece]:
-        return [Text(text)] if text and (self.calls == 0 or text.strip()) else []
-
-    def feed(self, text: str) -> list[Piece]:
-        self.buffer += text
-        pieces: list[Piece] = []
-        while self._step(pieces):
-            pass
-        return pieces
 
     def _step(self, pieces: list[Piece]) -> bool:
         if self.state == "text":
@@ -136,7 +99,7 @@ class CallListParser:
                 self.buffer = rest[1:]
                 self._end_object(pieces)
             elif rest[0] == '"':
-                scan = _ValueEnd()
+                scan = JsonEnd(scalars=True)
                 end = scan.end(rest)
                 if end is None:
                     if len(rest) > MAX_KEY:
@@ -150,7 +113,7 @@ class CallListParser:
                 return self._give_up(pieces)
             self.buffer, self.state = rest[1:], "value_start"
         elif self.state == "value_start":
-            self.value, self.value_text = _ValueEnd(), ""
+            self.value, self.value_text = JsonEnd(scalars=True), ""
             self.streaming = self.key == "arguments" and self.started and not self.has_input and rest[0] == "{"
             self.buffer, self.state = rest, "value"
         else:  # value

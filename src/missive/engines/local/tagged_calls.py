@@ -30,7 +30,7 @@ from missive.engines.local.toolcalls import (
     CallStart,
     Piece,
     Splitter,
-    Text,
+    StepParser,
     held,
 )
 from missive.engines.prompt import CallSyntax, HarmonySyntax, TaggedSyntax, ToolFormat, ToolSpec
@@ -39,7 +39,7 @@ MAX_NAME = 256  # a tool name or key longer than this without its closing tag is
 _NAME = re.compile(r"[^\s<>{}\[\]\"'=]+")
 
 
-class TaggedCallParser:
+class TaggedCallParser(StepParser):
     def __init__(self, syntax: TaggedSyntax, tools: list[ToolSpec]) -> None:
         self.syntax = syntax
         self.schemas = {tool.name: tool.schema for tool in tools}
@@ -82,17 +82,7 @@ class TaggedCallParser:
             self.expected.pop(0)
         return None
 
-    def _text(self, text: str) -> list[Piece]:
-        return [Text(text)] if text and (self.calls == 0 or text.strip()) else []
-
     # --- the parser -------------------------------------------------------------------------------
-
-    def feed(self, text: str) -> list[Piece]:
-        self.buffer += text
-        pieces: list[Piece] = []
-        while self._step(pieces):
-            pass
-        return pieces
 
     def _step(self, pieces: list[Piece]) -> bool:
         """Advance by one state; False when more output is needed."""

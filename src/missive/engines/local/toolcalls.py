@@ -58,17 +58,29 @@ def held(buffer: str, marker: str) -> int:
     return 0
 
 
-class _JsonEnd:
-    """Finds where one JSON value ends in text that arrives piece by piece."""
+class JsonEnd:
+    """Finds where one JSON value ends in text that arrives piece by piece. With `scalars`, a value that is
+    not an object, array or string (a number, true, false, null) ends before the `,` `}` `]` or blank
+    after it."""
 
-    def __init__(self) -> None:
+    def __init__(self, scalars: bool = False) -> None:
         self.open: list[str] = []  # '{', '[' or '"'
         self.escape = False
         self.started = False
+        self.scalars = scalars
+        self.scalar = False
 
     def end(self, text: str) -> int | None:
         """The index in `text` just after the value's last character, once it is complete."""
         for index, char in enumerate(text):
+            if not self.started:
+                if char.isspace():
+                    continue
+                self.started, self.scalar = True, self.scalars and char not in '{["'
+            if self.scalar:
+                if char in ",}]" or char.isspace():
+                    return index
+                continue
             if self.open and self.open[-1] == '"':
                 if self.escape:
                     self.escape = False
@@ -80,11 +92,31 @@ class _JsonEnd:
                 self.open.append(char)
             elif char in "}]" and self.open:
                 self.open.pop()
-            if not char.isspace():
-                self.started = True
-            if self.started and not self.open and char in '}]"':
+            if not self.open and char in '}]"':
                 return index + 1
         return None
+
+
+class StepParser:
+    """A parser that advances one state at a time (`_step`) over its `buffer`; `calls` counts the calls
+    it ended. Blanks between calls are no text."""
+
+    buffer: str
+    calls: int
+
+    def _step(self, pieces: list[Piece]) -> bool:
+        """Advance by one state; False when more output is needed."""
+        raise NotImplementedError
+
+    def _text(self, text: str) -> list[Piece]:
+        return [Text(text)] if text and (self.calls == 0 or text.strip()) else []
+
+    def feed(self, text: str) -> list[Piece]:
+        self.buffer += text
+        pieces: list[Piece] = []
+        while self._step(pieces):
+            pass
+        return pieces
 
 
 class CallParser:
@@ -95,7 +127,7 @@ class CallParser:
         self.buffer = ""
         self.state = "text"  # text -> header -> input -> close -> text ...
         self.calls = 0
-        self.value = _JsonEnd()
+        self.value = JsonEnd()
 
     @property
     def in_call(self) -> bool:
@@ -128,7 +160,7 @@ class CallParser:
                     return pieces
                 # Mistral v11+ may write `[CALL_ID]id` between the name and `[ARGS]`
                 pieces.append(CallStart(self.buffer[:end].partition("[CALL_ID]")[0].strip()))
-                self.buffer, self.state, self.value = self.buffer[end + len(name_end) :], "input", _JsonEnd()
+                self.buffer, self.state, self.value = self.buffer[end + len(name_end) :], "input", JsonEnd()
             elif self.state == "input":
                 end = self.value.end(self.buffer)
                 emit = self.buffer if end is None else self.buffer[:end]
