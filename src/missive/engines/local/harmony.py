@@ -27,6 +27,7 @@ from missive.engines.local.toolcalls import (
     Piece,
     StepParser,
     held,
+    stream_input,
 )
 from missive.engines.prompt import ToolSpec
 
@@ -130,14 +131,10 @@ class HarmonyParser(StepParser):
                 return True
             pieces += [CallStart(self.pending_call)]
             self.buffer, self.pending_call, self.value = rest, None, JsonEnd()
-        end = self.value.end(self.buffer)
-        emit = self.buffer if end is None else self.buffer[:end]
-        if emit:
-            pieces.append(CallInput(emit))
-        self.buffer = "" if end is None else self.buffer[end:]
-        if end is None:
+        rest = stream_input(self.value, self.buffer, pieces)
+        self.buffer = rest or ""
+        if rest is None:
             return False
-        pieces.append(CallEnd())
         self.calls += 1
         self.state, self.kind = "after_call", "text"
         return True

@@ -153,24 +153,19 @@ class CallListParser(StepParser):
                 self.held = self.value_text
         return True
 
-    def _end_object(self, pieces: list[Piece]) -> None:
+    def _end_object(self, pieces: list[Piece], then: str = "list") -> None:
+        """The object ends: so does its call, if one started (an input not yet seen is `{}`)."""
         if self.started:
             if not self.has_input:
                 pieces.append(CallInput("{}"))
             pieces.append(CallEnd())
             self.calls += 1
         self._new_object()
-        self.state = "list"
+        self.state = then
 
     def _give_up(self, pieces: list[Piece]) -> bool:
         """The list went wrong: a call under way ends here, and the rest is text."""
-        if self.started:
-            if not self.has_input:
-                pieces.append(CallInput("{}"))
-            pieces.append(CallEnd())
-            self.calls += 1
-        self._new_object()
-        self.state = "text"
+        self._end_object(pieces, then="text")
         return True
 
     def flush(self) -> list[Piece]:

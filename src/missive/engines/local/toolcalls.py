@@ -97,6 +97,19 @@ class JsonEnd:
         return None
 
 
+def stream_input(value: JsonEnd, buffer: str, pieces: list[Piece]) -> str | None:
+    """Stream the JSON value at the start of `buffer` as `CallInput` pieces, and a `CallEnd` once it is
+    complete; returns what follows the value, or None while it goes on (all of `buffer` was used)."""
+    end = value.end(buffer)
+    emit = buffer if end is None else buffer[:end]
+    if emit:
+        pieces.append(CallInput(emit))
+    if end is None:
+        return None
+    pieces.append(CallEnd())
+    return buffer[end:]
+
+
 class StepParser:
     """A parser that advances one state at a time (`_step`) over its `buffer`; `calls` counts the calls
     it ended. Blanks between calls are no text."""
@@ -162,14 +175,10 @@ class CallParser:
                 pieces.append(CallStart(self.buffer[:end].partition("[CALL_ID]")[0].strip()))
                 self.buffer, self.state, self.value = self.buffer[end + len(name_end) :], "input", JsonEnd()
             elif self.state == "input":
-                end = self.value.end(self.buffer)
-                emit = self.buffer if end is None else self.buffer[:end]
-                if emit:
-                    pieces.append(CallInput(emit))
-                self.buffer = "" if end is None else self.buffer[end:]
-                if end is None:
+                rest = stream_input(self.value, self.buffer, pieces)
+                self.buffer = rest or ""
+                if rest is None:
                     return pieces
-                pieces.append(CallEnd())
                 self.calls += 1
                 self.state = "close"
             else:  # the closing syntax after the value (and the spaces the grammar allows before it)
