@@ -13,16 +13,23 @@ checks it on the default model, with Missive's context layout (one KV stream per
 
 For each it prints the largest |delta logit| against `alone` over the k+1 rows and whether the
 argmax agrees. Run:  .venv/bin/python bench/verify_identity.py [--no-flash] [--k 6] [--kv-type q8_0]
+
+With --chunking it checks the rule that prefix reuse rests on (passes.py) instead: a prompt prefilled
+in Missive's chunks and in random other chunkings; wherever `PassShapes` gives every position the same
+kind in both, the last token's logits must be the same to the bit. It prints each trial and counts the
+wrong predictions (must be 0) and the conservative ones (alike, though predicted not).
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 
 import llama_cpp
 import numpy as np
 
 from missive.engines.local.model import LocalModel
+from missive.engines.local.passes import PassShapes
 from missive.settings import LocalEngineSettings, ModelSettings
 
 PASSAGE = (
@@ -38,17 +45,10 @@ def main() -> None:
     parser.add_argument("--lengths", default="40,300,700,1500")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--kv-type", choices=["f16", "q8_0"], default="f16", help="the KV cache's type")
+    parser.add_argument("--chunking", action="store_true", help="check the pass kinds of prefix reuse instead")
     args = parser.parse_args()
-    if args.kv_type != "f16":  # LocalModel takes llama.cpp's defaults for the rest
-        defaults = llama_cpp.llama_context_default_params
-
-        def with_kv_type() -> llama_cpp.llama_context_params:
-            params = defaults()
-            params.type_k = params.type_v = llama_cpp.GGML_TYPE_Q8_0
-            return params
-
-        llama_cpp.llama_context_default_params = with_kv_type
-    engine = LocalEngineSettings(parallel=4, threads=args.threads, flash_attention=not args.no_flash)
+    engine = LocalEngineSettings(parallel=4, threads=args.threads, flash_attention=not args.no_flash,
+                                 kv_cache_type=args.kv_type)
     model = LocalModel(ModelSettings(id="m", context_window=2048), engine)
     n_vocab = llama_cpp.llama_vocab_n_tokens(model.vocab)
     batch = llama_cpp.llama_batch_init(512, 0, 1)
@@ -69,6 +69,11 @@ def main() -> None:
             chunk = tokens[start : start + 256]
             decode([(t, start + i, seq, start + i == len(tokens) - 1) for i, t in enumerate(chunk)])
 
+    if args.chunking:
+        chunking(model, PassShapes(engine), decode, logits)
+        llama_cpp.llama_batch_free(batch)
+        model.close()
+        return
     for length in (int(n) for n in args.lengths.split(",")):
         prompt = model.tokenize(PASSAGE * 200)[:length]
         others = [model.tokenize(f"Question {i}: " + PASSAGE * 40)[: 64 + 32 * i] for i in (1, 2, 3)]
@@ -100,6 +105,42 @@ def main() -> None:
             print(f"context {length:5d}  {name:<7} k={args.k}  max |dlogit| {delta:.6f}  bit-identical {exact}  argmax same {same}")
     llama_cpp.llama_batch_free(batch)
     model.close()
+
+
+def chunking(model: LocalModel, shapes: PassShapes, decode, logits) -> None:  # noqa: ANN001
+    def run(tokens: list[int], ends: list[int], seq: int) -> np.ndarray:
+        llama_cpp.llama_memory_seq_rm(model.memory, seq, -1, -1)
+        start = 0
+        for end in ends:
+            decode([(tokens[p], p, seq, p == len(tokens) - 1) for p in range(start, end)])
+            start = end
+        return logits(-1)
+
+    def kinds(ends: list[int]) -> list:
+        plan, start, out = shapes.plan(ends), 0, []
+        for end, kind in zip(plan.ends, plan.kinds):
+            out += [kind] * (end - start)
+            start = end
+        return out
+
+    rng = random.Random(1)
+    text = " ".join(f"The keeper of light number {i} climbed {i * 7 % 13} stairs, counting." for i in range(400))
+    wrong = conservative = 0
+    for length in (45, 130, 300, 700, 1500):
+        tokens = model.tokenize(text)[:length]
+        base = sorted(set(range(256, length, 256)) | {length})
+        reference = run(tokens, base, 0)
+        for _ in range(10):
+            cuts = set(base)
+            for _ in range(rng.randint(1, 4)):
+                cuts.add(rng.choice([rng.randint(1, length - 1), max(1, length - rng.randint(1, 70))]))
+            ends = sorted(cuts)
+            same = bool(np.array_equal(reference, run(tokens, ends, 1)))
+            predicted = kinds(ends) == kinds(base)
+            wrong += predicted and not same
+            conservative += same and not predicted
+            print(f"prompt {length:5d}  chunk ends {ends}  predicted alike {predicted}  bit-identical {same}")
+    print(f"wrong predictions: {wrong} (must be 0); conservative ones: {conservative}")
 
 
 if __name__ == "__main__":

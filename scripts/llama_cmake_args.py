@@ -19,7 +19,7 @@ X86_FEATURES = {
     "f16c": "GGML_F16C",
     "bmi2": "GGML_BMI2",
     "avx512f": "GGML_AVX512",
-    "avx512_vbmi": "GGML_AVX512_VBMI",
+    "avx512vbmi": "GGML_AVX512_VBMI",
     "avx512_vnni": "GGML_AVX512_VNNI",
     "avx512_bf16": "GGML_AVX512_BF16",
     "avx_vnni": "GGML_AVX_VNNI",

@@ -631,3 +631,30 @@ def test_a_window_too_small_for_max_tokens_is_asked_again_for_what_it_leaves() -
 
     events = asyncio.run(run())
     assert asked == [32000, 3096] and events[-1].stop_reason == "model_context_window_exceeded"
+
+
+def test_the_byte_level_sse_reader_reads_what_the_line_reader_reads() -> None:
+    """The stream is read from its bytes (upstream.sse_data), not line by line: however the body is cut
+    into reads, and whatever its line ends, the events' data are what `upstream.sse` reads."""
+    import random
+
+    from missive.engines import upstream
+
+    async def parts(items: list[Any]) -> Any:
+        for item in items:
+            yield item
+
+    pieces = ['data: {"a":1}\n\n', "data: [DONE]\n\n", ": ping\n\n", "event: x\ndata: y\n\n", "data:z\r\n\r\n",
+              "data: a\ndata: b\n\n", "\n", "data: é€\r\r", "id: 3\n\n", "data\n\n", "data: tail"]
+    chooser = random.Random(7)
+
+    async def check() -> None:
+        for _ in range(500):
+            text = "".join(chooser.choice(pieces) for _ in range(chooser.randint(0, 8)))
+            raw = text.encode()
+            cuts = sorted(chooser.sample(range(len(raw) + 1), min(len(raw) + 1, chooser.randint(0, 6))))
+            reads = [raw[a:b] for a, b in zip([0, *cuts], [*cuts, len(raw)])]
+            read = [data.decode() async for data in upstream.sse_data(parts(reads))]
+            assert read == [data async for _, data in upstream.sse(parts(text.splitlines()))], text
+
+    asyncio.run(check())

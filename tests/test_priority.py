@@ -21,8 +21,9 @@ from conftest import COUNTING
 from missive import metrics
 from missive.engines.base import Generation
 from missive.engines.local.engine import LocalEngine
+from missive.engines.local.passes import refill_ends
 from missive.engines.local.sampling import Sampling
-from missive.engines.local.scheduler import Job, Scheduler, refill_ends
+from missive.engines.local.scheduler import Job, Scheduler
 from missive.engines.slots import SlotPool
 from missive.settings import LocalEngineSettings, ModelSettings
 from missive.wire import requests as rq

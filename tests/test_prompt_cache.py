@@ -17,13 +17,13 @@ from missive import metrics
 from missive.engines.base import Generation
 from missive.engines.local.engine import LocalEngine
 from missive.engines.local.model import Prompt
+from missive.engines.local.passes import PassShapes, chunk_ends, decoded, reusable
 from missive.engines.local.prompt_cache import plan
-from missive.engines.local.scheduler import Slot, chunk_ends, reusable
 from missive.settings import LocalEngineSettings, ModelSettings
 from missive.wire import requests as rq
 from missive.wire import validate
 from missive.wire.errors import ApiError
-from missive.wire.events import Event, Finished, Started
+from missive.wire.events import Delta, Event, Finished, Started
 
 SYSTEM = "You are a meticulous librarian. " + "Shelve every book by author, then title, then year. " * 20
 
@@ -246,16 +246,84 @@ def test_chunk_ends_depend_on_the_prompt_alone() -> None:
     assert chunk_ends(marked, 256) == [100, 256, 300, 512, 590, 600]  # every block boundary, with breakpoints
 
 
-def test_a_slot_is_reused_only_where_it_was_computed_in_the_same_chunks() -> None:
+SHAPES = PassShapes(LocalEngineSettings())  # flash attention, f16 cache: kinds by the pass's size
+STRICT = PassShapes(LocalEngineSettings(flash_attention=False))  # a kind is the pass itself
+
+
+def test_a_prefix_is_reused_where_it_was_computed_as_the_prompts_own_chunks_compute_it() -> None:
     tokens = list(range(600))
     ends = [100, 256, 300, 512, 590, 600]
-    same = Slot(0, tokens=list(tokens), ends=list(ends))
-    assert reusable(same, tokens, ends) == 590  # the whole prompt is there: its last chunk is computed again
-    other = Slot(1, tokens=list(tokens), ends=[256, 512, 600])  # computed without the block ends
-    assert reusable(other, tokens, ends) == 0
-    answered = Slot(2, tokens=tokens[:310] + [7, 7], ends=[100, 256, 300, 310, 311, 312])  # a prompt, then 2 tokens
-    assert reusable(answered, tokens, ends) == 300
-    assert reusable(Slot(3), tokens, ends) == 0
+    target = SHAPES.plan(ends)
+    assert [k if isinstance(k, str) else k[0] for k in target.kinds] == ["tiled", "tiled", "rows", "tiled", "tiled", "rows"]
+    assert reusable(tokens, SHAPES.plan(ends), tokens, target) == 598  # all there: its last 2 tokens are computed again
+    # computed without the block ends: [0, 256) is tiled as the prompt's [0, 100) and [100, 256) are; [256, 300)
+    # is a short pass of the prompt's (per-row), not tiled as [256, 512) was
+    assert reusable(tokens, SHAPES.plan([256, 512, 600]), tokens, target) == 256
+    # a prompt, then 2 decoded tokens: decoded tokens are never another prompt's
+    held = SHAPES.plan([100, 256, 300, 310])
+    held.add(311, decoded(310))
+    held.add(312, decoded(311))
+    assert reusable(tokens[:310] + [7, 7], held, tokens, target) == 300
+    # a different tail from 450, inside the prompt's tiled chunk [300, 512): the rest of it, from 448, is
+    # 64 tokens, still a tiled pass
+    assert reusable(tokens[:450] + [9] * 150, SHAPES.plan(ends), tokens, target) == 448
+    # a short prompt (one per-row chunk) keeps all but its last two tokens' worth of what it shares
+    assert reusable(list(range(30)) + [9] * 20, SHAPES.plan([50]), list(range(45)), SHAPES.plan([45])) == 30
+    assert reusable(list(range(45)), SHAPES.plan([45]), list(range(45)), SHAPES.plan([45])) == 43
+    assert reusable([], SHAPES.plan([]), tokens, target) == 0
+
+
+def test_a_pass_cut_short_keeps_its_kind() -> None:
+    tokens = list(range(600))
+    ends = [100, 256, 300, 512, 590, 600]
+    cut = SHAPES.plan(ends)
+    cut.truncate(448)
+    assert cut.ends == [100, 256, 300, 448] and cut.kinds[-1] == "tiled"
+    assert reusable(tokens[:448], cut, tokens, SHAPES.plan(ends)) == 448
+    # a prompt whose chunk ends at 340 computes [300, 340) per row, not tiled as the slot did
+    assert reusable(tokens[:448], cut, tokens, SHAPES.plan([100, 256, 300, 340, 600])) == 300
+
+
+def test_without_flash_attention_a_prefix_is_reused_only_where_the_same_passes_ended() -> None:
+    tokens = list(range(600))
+    ends = [100, 256, 300, 512, 590, 600]
+    assert reusable(tokens, STRICT.plan(ends), tokens, STRICT.plan(ends)) == 590
+    assert reusable(tokens, STRICT.plan([256, 512, 600]), tokens, STRICT.plan(ends)) == 0
+    assert reusable(tokens[:450] + [9] * 150, STRICT.plan(ends), tokens, STRICT.plan(ends)) == 300
+    assert reusable(list(range(30)) + [9] * 20, STRICT.plan([50]), list(range(45)), STRICT.plan([45])) == 0
+
+
+def test_a_resume_reuses_its_own_decoded_tokens_up_to_a_pass_end() -> None:
+    held = SHAPES.plan([256, 300])
+    for position in range(300, 310):
+        held.add(position + 1, decoded(position))
+    kv = list(range(310))
+    assert reusable(kv, held, [*kv, 5], held.copy(), mid_pass=False) == 310
+    other = SHAPES.plan([256, 310])  # another slot that prefilled those tokens: only the prompt's part is alike
+    assert reusable(kv, other, [*kv, 5], held, mid_pass=False) == 300
+
+
+def output_text(events: list[Event]) -> str:
+    return "".join(e.text for e in events if isinstance(e, Delta) and e.text)
+
+
+@pytest.mark.parametrize("length", ["short", "long"])
+def test_a_prefix_reused_from_the_last_request_changes_no_token(engine: LocalEngine, length: str) -> None:
+    """The second prompt shares all but its question with the first one, which the slot still holds: it is
+    reused up to inside the prompt's last chunk (one short per-row chunk, or a tiled one of a long prompt),
+    and the answer is the same, token for token, as the same request computed from nothing (in a workspace
+    whose slots hold nothing of it)."""
+    lead = "Tell me about the shelving rules. " if length == "short" else SYSTEM
+    first = [{"role": "user", "content": lead + "Where does Dune go?"}]
+    second = [{"role": "user", "content": lead + "Where does Emma go?"}]
+    reused = metrics.PREFIX_TOKENS_REUSED.labels(model="m")
+    run(engine, generation(engine, "wrk_reuse", messages=first, max_tokens=1))
+    before = reused._value.get()
+    warm = run(engine, generation(engine, "wrk_reuse", messages=second, max_tokens=48))
+    kept = reused._value.get() - before
+    assert kept > (10 if length == "short" else 256), kept  # past the template's own prefix, or the first chunk
+    cold = run(engine, generation(engine, f"wrk_cold_{length}", messages=second, max_tokens=48))
+    assert output_text(warm) == output_text(cold) and output_text(warm)
 
 
 def test_claude_code_billing_stamp_does_not_defeat_caching(engine: LocalEngine) -> None:

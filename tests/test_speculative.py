@@ -18,7 +18,8 @@ from missive import metrics
 from missive.engines.base import Generation
 from missive.engines.local.engine import LocalEngine
 from missive.engines.local.lookup import PromptLookup
-from missive.engines.local.scheduler import Scheduler, exact_positions
+from missive.engines.local.passes import exact_positions
+from missive.engines.local.scheduler import Scheduler
 from missive.settings import LocalEngineSettings, ModelSettings
 from missive.wire import requests as rq
 from missive.wire import validate

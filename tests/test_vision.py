@@ -32,8 +32,9 @@ from missive.engines.base import Generation
 from missive.engines.local import vision
 from missive.engines.local.default_model import default_model_path
 from missive.engines.local.engine import LocalEngine
+from missive.engines.local.passes import Passes, PassShapes, reusable
 from missive.engines.local.sampling import Sampling
-from missive.engines.local.scheduler import Job, Slot, reusable
+from missive.engines.local.scheduler import Job
 from missive.engines.local.vision import placeholders
 from missive.engines.prompt import ImageInput
 from missive.settings import LocalEngineSettings, ModelSettings
@@ -179,10 +180,16 @@ def test_placeholders_break_prefix_reuse_at_a_different_image() -> None:
     assert placeholders(b"a" * 16, 0, IMAGE_TOKENS) == a and placeholders(b"a" * 16, 1, IMAGE_TOKENS) != a
     after = [5, 6, 7, 8]
     held = text + a + after
-    ends = [len(text), len(text) + IMAGE_TOKENS, len(held)]
-    slot = Slot(0, tokens=list(held), ends=list(ends))
-    assert reusable(slot, text + b + after, ends) == len(text)
-    assert reusable(slot, held + [9], [*ends, len(held) + 1]) == len(held)
+    shapes = PassShapes(LocalEngineSettings())
+    image_end = len(text) + IMAGE_TOKENS
+    passes = Passes([len(text), image_end, len(held)],
+                    [shapes.kind(0, len(text)), shapes.kind(len(text), image_end, image=True), shapes.kind(image_end, len(held))])
+    assert reusable(held, passes, text + b + after, passes) == len(text)
+    longer = passes.copy()
+    longer.add(len(held) + 1, shapes.kind(len(held), len(held) + 1))
+    assert reusable(held, passes, held + [9], longer) == len(held)
+    # an image is read whole: a prompt that differs in its tail reuses the image only as a whole pass
+    assert reusable(held, passes, text + a + [9, 9, 9, 9], passes) == image_end
 
 
 # --- a parked background generation puts its image back (in-process: one slot, reached directly) ---

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+import anyio.abc
 from starlette.types import Receive, Scope, Send
 
 from missive.wire.errors import ApiError, error_body
@@ -58,38 +59,51 @@ class EventStream:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.headers})
-        # The engine's events are pumped through a channel, so that waiting for the next event can
-        # time out (to send a ping) without cancelling the engine's iterator.
-        channel_in, channel_out = anyio.create_memory_object_stream[Event | Exception](max_buffer_size=1024)
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(_until_disconnect, receive, group.cancel_scope)
-                group.start_soon(_pump, self.events, channel_in)
-                await self._write(send, channel_out)
+                await self._write(send, group)
                 group.cancel_scope.cancel()
         except OSError:  # the client went away mid-write
             pass
         finally:
             await _close(self.events)
 
-    async def _write(self, send: Send, events: MemoryObjectReceiveStream[Event | Exception]) -> None:
-        async def write(payload: bytes) -> None:
-            await send({"type": "http.response.body", "body": payload, "more_body": True})
+    async def _write(self, send: Send, group: anyio.abc.TaskGroup) -> None:
+        """Write each event's frames as it comes. The engine's iterator is read here, not through a
+        channel from another task: a relayed token costs one task switch fewer, and no timer. A quiet
+        stream is kept alive by `ping`, a task that writes a ping once `ping` seconds pass without a
+        write; each ASGI send is whole frames, so a ping never splits one."""
+        last_write, writing = time.monotonic(), False
 
+        async def write(payload: bytes) -> None:
+            nonlocal last_write, writing
+            last_write, writing = time.monotonic(), True
+            try:
+                await send({"type": "http.response.body", "body": payload, "more_body": True})
+            finally:
+                last_write, writing = time.monotonic(), False
+
+        async def ping() -> None:
+            with pinger:
+                while True:
+                    wait = last_write + self.ping - time.monotonic()
+                    if writing:  # never two sends at once: a write blocked by a slow client counts as one
+                        wait = self.ping
+                    if wait > 0:
+                        await anyio.sleep(wait)
+                        continue
+                    try:
+                        await write(PING)
+                    except OSError:  # the client went away: the writer finds out on its next write
+                        return
+
+        pinger = anyio.CancelScope()
         await write(b"".join(frame(event) for event in self.builder.feed(self.first)))
+        group.start_soon(ping)
         pinged = False
         try:
-            while True:
-                with anyio.move_on_after(self.ping) as waited:
-                    try:
-                        event = await events.receive()
-                    except anyio.EndOfStream:
-                        break
-                if waited.cancelled_caught:
-                    await write(PING)
-                    continue
-                if isinstance(event, Exception):
-                    raise event
+            async for event in self.events:
                 frames = self.builder.feed(event)
                 if not pinged and frames and frames[0]["type"] == "content_block_start":
                     frames.append({"type": "ping"})  # as the Claude API does, after the first block opens
@@ -101,19 +115,11 @@ class EventStream:
                 log.error("generation failed mid-stream", exc_info=exc)
             body = error_body(error.error_type, error.message, self.request_id)
             await write(f"event: error\ndata: {json.dumps(body)}\n\n".encode())
+        pinger.cancel()  # before the body's end: no ping may follow it
         message = self.builder.message
         log.info("%s stream ended stop=%s output_tokens=%d", message["id"], message["stop_reason"],
                  message["usage"]["output_tokens"])
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-async def _pump(events: AsyncIterator[Event], channel: MemoryObjectSendStream[Event | Exception]) -> None:
-    async with channel:
-        try:
-            async for event in events:
-                await channel.send(event)
-        except Exception as exc:
-            await channel.send(exc)
 
 
 async def collect(builder: MessageBuilder, first: Event, events: AsyncIterator[Event], receive: Receive) -> bool:

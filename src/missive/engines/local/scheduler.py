@@ -7,8 +7,9 @@ Each step:
      forward pass, up to `prefill_chunk` tokens per step (one long chunk, or several short prompts).
      Chunks end at positions fixed by the prompt alone (`chunk_ends`), whatever else runs and
      whatever was reused, so a long prompt never stalls the streams for long, and a request computes
-     the same numbers alone, under load, and with or without a reused prefix. A prompt's last chunk
-     gives its first token;
+     the same numbers alone, under load, and with or without a reused prefix (passes.py: a prefix is
+     reused only where it was computed in passes of the kinds the prompt's chunks give it). A
+     prompt's last chunk gives its first token;
   3. decodes one token for every sequence that is generating (those whose prompt just ended too),
      in one forward pass.
 New requests join and finished ones leave between steps. A cancelled job leaves at the next step.
@@ -44,6 +45,15 @@ from missive.engines.base import EngineUnavailable
 from missive.engines.local.grammar import Grammar
 from missive.engines.local.lookup import PromptLookup
 from missive.engines.local.model import LocalModel, Prompt
+from missive.engines.local.passes import (
+    Passes,
+    PassShapes,
+    chunk_ends,
+    decoded,
+    exact_positions,
+    refill_ends,
+    reusable,
+)
 from missive.engines.local.prompt_cache import Plan, PromptCache, lookup_positions, plan, prefix_keys
 from missive.engines.local.repetition import LoopGuard
 from missive.engines.local.sampling import Sampling, TokenSampler
@@ -93,7 +103,7 @@ class Slot:
 
     seq_id: int
     tokens: list[int] = field(default_factory=list)
-    ends: list[int] = field(default_factory=list)  # where the forward passes that computed `tokens` ended
+    passes: Passes = field(default_factory=Passes)  # how the forward passes that computed `tokens` ran
     workspace: str | None = None
     last_used: float = 0.0
     busy: bool = False
@@ -120,9 +130,9 @@ class Sequence:
     )
     stops: StopMatcher = field(default_factory=lambda: StopMatcher([]))
     order: int = 0  # admission order: preemption takes the background sequence admitted last
-    # While parked: the tokens it had in the KV cache, and where the passes that computed them ended.
+    # While parked: the tokens it had in the KV cache, and the passes that computed them.
     kv: list[int] = field(default_factory=list)
-    kv_ends: list[int] = field(default_factory=list)
+    kv_passes: Passes = field(default_factory=Passes)
     # After a resume: the tokens to put back in the KV cache before it goes on, and its chunk ends.
     refill: list[int] = field(default_factory=list)
     refill_ends: list[int] = field(default_factory=list)
@@ -172,6 +182,7 @@ class Scheduler:
         self.batch_capacity = max(settings.prefill_chunk, model.parallel)  # the context's n_batch too
         self.batch = _internals.LlamaBatch(n_tokens=self.batch_capacity, embd=0, n_seq_max=1)
         self.exact_to = exact_positions(settings, model.n_ctx_seq)
+        self.shapes = PassShapes(settings)
         self.drafted = self.accepted = 0  # speculative tokens, since the start
         self.labels = {"model": model.config.id}
         self.close_thinking = model.tokenize_continuation(model.thinking_syntax.forced_close)
@@ -309,7 +320,7 @@ class Scheduler:
         # What it needs back in the KV cache: what the slot holds, or all of an unfinished refill.
         kv = sequence.refill if sequence.refilling else slot.tokens
         sequence.kv = list(kv)
-        sequence.kv_ends = list(slot.ends)  # how the part the slot holds was computed: for reuse at resume
+        sequence.kv_passes = slot.passes.copy()  # how the part the slot holds was computed: for reuse at resume
         sequence.refill, sequence.refill_ends = [], []
         self.running.remove(sequence)
         slot.busy = False  # its KV stays resident: if nobody takes the slot, the resume reuses it all
@@ -323,13 +334,13 @@ class Scheduler:
         """Give a parked sequence a slot again and plan the refill of what the slot does not hold.
 
         The slot is chosen as for a new job (`_choose_slot`): the one of its workspace that keeps the
-        longest prefix computed in the same passes. The refill passes end at the prompt's own chunk
-        ends over the prompt, so the prompt's KV numbers are those of the first prefill; the output
-        tokens, first computed one pass each, are computed again in chunks. Nothing is saved to the
-        prompt cache here: its writes belong to the first prefill only.
+        longest prefix computed as the parked sequence's was, up to one of its passes' ends. The refill
+        passes end at the prompt's own chunk ends over the prompt, so the prompt's KV numbers are those
+        of the first prefill; the output tokens, first computed one pass each, are computed again in
+        chunks. Nothing is saved to the prompt cache here: its writes belong to the first prefill only.
         """
         kv, workspace = sequence.kv, sequence.job.workspace
-        slot, reused = self._choose_slot([*kv, sequence.next_token()], sequence.kv_ends, workspace)
+        slot, reused = self._choose_slot([*kv, sequence.next_token()], sequence.kv_passes, workspace, mid_pass=False)
         slot.busy, slot.workspace = True, workspace
         sequence.slot = slot
         self.running.append(sequence)
@@ -337,7 +348,7 @@ class Scheduler:
         prompt_length = len(sequence.job.prompt.tokens)
         sequence.refill = kv
         sequence.refill_ends = refill_ends(sequence.ends, prompt_length, len(kv), self.settings.prefill_chunk)
-        sequence.kv, sequence.kv_ends = [], []
+        sequence.kv, sequence.kv_passes = [], Passes()
         metrics.PREFIX_TOKENS_REUSED.labels(**self.labels).inc(reused)
         refill = len(kv) - reused
         log.info("background generation resumed in slot %d: %d tokens reused, %d to refill", slot.seq_id, reused, refill)
@@ -345,16 +356,17 @@ class Scheduler:
     def _start(self, job: Job) -> None:
         """Give a job a slot, reuse what the KV cache already holds, and report its input usage."""
         ends = chunk_ends(job.prompt, self.settings.prefill_chunk)
-        slot, reused = self._choose_slot(job.prompt.tokens, ends, job.workspace)
+        target = self.shapes.plan(ends, job.prompt)
+        slot, reused = self._choose_slot(job.prompt.tokens, target, job.workspace)
         slot.busy, slot.workspace = True, job.workspace
         try:
-            self._start_in(slot, reused, ends, job)
+            self._start_in(slot, reused, ends, target, job)
         except Exception:
             slot.busy = False
             self._clear(slot)
             raise
 
-    def _start_in(self, slot: Slot, reused: int, ends: list[int], job: Job) -> None:
+    def _start_in(self, slot: Slot, reused: int, ends: list[int], target: Passes, job: Job) -> None:
         started = self.clock()
         tokens = job.prompt.tokens
 
@@ -372,8 +384,8 @@ class Scheduler:
             self.cache.touch(hit, ttl, started)
             metrics.CACHE_READ_TOKENS.labels(**self.labels).inc(hit.length)
             if hit.length > reused:  # the key matched, so its passes ended where this prompt's chunks end
-                self._restore(slot, hit.state, tokens[: hit.length], [e for e in ends if e <= hit.length])
-                reused = reusable(slot, tokens, ends)
+                self._restore(slot, hit.state, tokens[: hit.length], target.copy())
+                reused = reusable(slot.tokens, slot.passes, tokens, target)
         keep = reused
         if usage_plan.writes:  # each write is saved from a prefill that ends exactly at its position
             keep = min([keep, *(p for p, _ in usage_plan.writes)])
@@ -414,7 +426,9 @@ class Scheduler:
         model = self.model
         return LoopGuard(job.grammar.json_after, model.output_piece, model.closing_tokens, model.end_tokens)
 
-    def _choose_slot(self, tokens: list[int], ends: list[int], workspace: str) -> tuple[Slot, int]:
+    def _choose_slot(
+        self, tokens: list[int], target: Passes, workspace: str, mid_pass: bool = True
+    ) -> tuple[Slot, int]:
         """The free slot for `tokens`, and how many of its resident tokens it can reuse (`reusable`).
 
         The slot of this workspace holding the longest prefix; but a slot next to busy ones whose
@@ -424,7 +438,11 @@ class Scheduler:
         """
         busy = {slot.seq_id for slot in self.slots if slot.busy}
         free = [slot for slot in self.slots if not slot.busy]
-        reuse = {slot.seq_id: reusable(slot, tokens, ends) if slot.workspace == workspace else 0 for slot in free}
+        reuse = {
+            slot.seq_id: reusable(slot.tokens, slot.passes, tokens, target, mid_pass)
+            if slot.workspace == workspace else 0
+            for slot in free
+        }
         best = max(reuse.values())
 
         def rank(slot: Slot) -> tuple[bool, int, int, float]:
@@ -437,28 +455,27 @@ class Scheduler:
         return slot, reuse[slot.seq_id]
 
     def _truncate(self, slot: Slot, keep: int) -> None:
-        """Keep the first `keep` tokens: a position where one of the slot's forward passes ended (or 0)."""
+        """Keep the first `keep` tokens (`reusable` chose where)."""
         if keep < len(slot.tokens):
             llama_cpp.llama_memory_seq_rm(self.model.memory, slot.seq_id, keep, -1)
             del slot.tokens[keep:]
-            del slot.ends[bisect.bisect_right(slot.ends, keep) :]
-        assert keep == 0 or slot.ends[-1] == keep, "a prefix is kept only where a forward pass ended"
+            slot.passes.truncate(keep)
 
     def _clear(self, slot: Slot) -> None:
         llama_cpp.llama_memory_seq_rm(self.model.memory, slot.seq_id, -1, -1)
         slot.tokens.clear()
-        slot.ends.clear()
+        slot.passes.clear()
         slot.workspace = None
 
-    def _restore(self, slot: Slot, state: bytes, tokens: list[int], ends: list[int]) -> None:
+    def _restore(self, slot: Slot, state: bytes, tokens: list[int], passes: Passes) -> None:
+        """Put a cached prefix in the slot, computed in the prompt's own `passes` (its key says so)."""
         llama_cpp.llama_memory_seq_rm(self.model.memory, slot.seq_id, -1, -1)
-        slot.tokens.clear()
-        slot.ends.clear()
         buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
         if llama_cpp.llama_state_seq_set_data(self.model.ctx, buffer, len(state), slot.seq_id) == 0:
             raise RuntimeError("could not restore a cached prefix")
         slot.tokens[:] = tokens
-        slot.ends[:] = ends
+        passes.truncate(len(tokens))
+        slot.passes = passes
 
     def _save(self, sequence: Sequence, position: int, ttl: Ttl) -> None:
         seq_id = sequence.slot.seq_id
@@ -466,7 +483,8 @@ class Scheduler:
         buffer = (ctypes.c_uint8 * size)()
         written = llama_cpp.llama_state_seq_get_data(self.model.ctx, buffer, size, seq_id)
         tokens = sequence.job.prompt.tokens
-        key = prefix_keys(sequence.job.workspace, tokens, sequence.slot.ends, [position])[position]
+        # the slot holds what the prompt's own chunks compute (a reused prefix changes no number)
+        key = prefix_keys(sequence.job.workspace, tokens, sequence.ends, [position])[position]
         self.cache.put(key, position, bytes(buffer)[:written], ttl, sequence.started)
         metrics.PROMPT_CACHE_BYTES.labels(**self.labels).set(self.cache.size)
 
@@ -482,6 +500,8 @@ class Scheduler:
             if budget <= 0:
                 break
             budget -= self._refill_chunk(sequence) if sequence.refilling else self._prefill_chunk(sequence)
+        if any(s.generated == 1 for s in prefilling):  # a first token: to its client now, not after the decode pass
+            self._flush()
         # A prompt that was just finished joins this decode pass, so its slot is no gap in it. In
         # sequence-id order: llama.cpp runs sequences with separate KV streams in one pass only while
         # their ids follow each other in the batch; out of order or with gaps, one step takes several passes.
@@ -506,7 +526,7 @@ class Scheduler:
     def _commit(self, sequence: Sequence) -> None:
         """The pending token's KV has been computed: it joins the slot, in a pass that ended with it."""
         sequence.slot.tokens.append(sequence.pending)
-        sequence.slot.ends.append(sequence.n_past)
+        sequence.slot.passes.add(sequence.n_past, decoded(sequence.n_past - 1))
         sequence.pending = None
 
     # --- speculative decoding (prompt lookup) -----------------------------------------------------
@@ -563,13 +583,14 @@ class Scheduler:
         tokens = sequence.job.prompt.tokens
         start = sequence.n_past
         end = sequence.ends[bisect.bisect_right(sequence.ends, start)]
-        if not self._image_chunk(sequence, start):
+        image = self._image_chunk(sequence, start)
+        if not image:
             self.batch.reset()
             for position in range(start, end):
                 self._add(tokens[position], position, sequence.slot.seq_id, position == len(tokens) - 1)
             self._decode()
         sequence.slot.tokens.extend(tokens[start:end])
-        sequence.slot.ends.append(end)
+        sequence.slot.passes.add(end, self.shapes.kind(start, end, image))
         for position, ttl in sequence.plan.writes:
             if position == end:
                 self._save(sequence, position, ttl)
@@ -585,13 +606,14 @@ class Scheduler:
         (no logits: the token that follows is already known); returns its length. No cache writes."""
         tokens, start = sequence.refill, sequence.n_past
         end = sequence.refill_ends[bisect.bisect_right(sequence.refill_ends, start)]
-        if not self._image_chunk(sequence, start):
+        image = self._image_chunk(sequence, start)
+        if not image:
             self.batch.reset()
             for position in range(start, end):
                 self._add(tokens[position], position, sequence.slot.seq_id, False)
             self._decode()
         sequence.slot.tokens.extend(tokens[start:end])
-        sequence.slot.ends.append(end)
+        sequence.slot.passes.add(end, self.shapes.kind(start, end, image))
         if end == len(tokens):
             sequence.refill, sequence.refill_ends = [], []
         return end - start
@@ -738,69 +760,3 @@ class Scheduler:
         sequence.sampler.close()
         metrics.ACTIVE_SEQUENCES.labels(**self.labels).set(len(self.running))
         metrics.KV_TOKENS.labels(**self.labels).set(sum(len(slot.tokens) for slot in self.slots))
-
-
-def exact_positions(settings: LocalEngineSettings, n_ctx_seq: int) -> int:
-    """How many positions a sequence may fill while a speculative pass stays exact: llama.cpp's CPU
-    kernels give each row of a multi-token pass of one sequence the same logits, to the bit, as the
-    token decoded alone (`bench/verify_identity.py`) with flash attention and a q8_0 KV cache at any
-    length, and with an f16 cache only while the KV view is under 512 cells (256 positions: past
-    them, a lone query takes flash attention's split-KV path). Without flash attention, never."""
-    if not settings.flash_attention:
-        return 0
-    return n_ctx_seq if settings.kv_cache_type == "q8_0" else min(n_ctx_seq, 256)
-
-
-def chunk_ends(prompt: Prompt, chunk: int) -> list[int]:
-    """Where the prompt's prefill chunks end: at multiples of `chunk`, at its end, and, when it has cache
-    breakpoints, at every block boundary.
-
-    A position's KV numbers depend on the forward pass that computed it (its first and last position),
-    so a reused or restored prefix changes nothing only if it was computed in the chunks that this
-    prompt would use from scratch. Chunk ends are therefore a function of the prompt alone, never of
-    what was reused. Block boundaries are among them because a cache entry saved at an earlier
-    request's breakpoint is found at one of this request's block boundaries (the lookback), and the
-    blocks before it are the same in both requests, so both chunk that prefix alike.
-    """
-    length = len(prompt.tokens)
-    ends = set(range(chunk, length, chunk)) | {length}
-    if prompt.breakpoints:
-        ends.update(p for p in prompt.boundaries if 0 < p < length)
-    for span in prompt.images:  # an image is read in passes of its own, whole
-        ends = {end for end in ends if not span.start < end < span.end} | {span.end}
-        if span.start > 0:
-            ends.add(span.start)
-    return sorted(ends)
-
-
-def refill_ends(prompt_ends: list[int], prompt_length: int, length: int, chunk: int) -> list[int]:
-    """Where the refill of a resumed sequence's first `length` KV tokens ends its passes: at the prompt's
-    own chunk ends over the prompt (the same numbers as its first prefill), then every `chunk` tokens
-    of its output so far, and at `length`."""
-    ends = [end for end in prompt_ends if end <= length]
-    if length > prompt_length:
-        ends += [*range(prompt_length + chunk, length, chunk), length]
-    return ends
-
-
-def reusable(slot: Slot, tokens: list[int], ends: list[int]) -> int:
-    """How much of the slot's KV a prompt with chunk `ends` can keep: the longest common prefix that ends
-    where one of the prompt's chunks ends and was computed in exactly the prompt's chunks.
-
-    At least the last chunk is computed again (it gives the first token's logits).
-    """
-    limit = min(_common_prefix(slot.tokens, tokens), len(tokens) - 1)
-    kept = 0
-    for mine, theirs in zip(ends, slot.ends):
-        if mine != theirs or mine > limit:
-            break
-        kept = mine
-    return kept
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i

@@ -55,10 +55,11 @@ NO_TOKENIZER = {404, 405, 422, 501}  # answers that mean "no such endpoint, or n
 PATH = "/v1/chat/completions"
 
 
-async def _chunks(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any] | None]:
-    """The stream's chunks, parsed; None for `[DONE]`."""
-    async for _, data in upstream.sse(lines):
-        yield None if data.strip() == "[DONE]" else json.loads(data)
+async def _chunks(body: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any] | None]:
+    """The stream's chunks, parsed; None for `[DONE]`. Text that is not UTF-8 is read as the text decoder
+    would read it (replacement characters)."""
+    async for data in upstream.sse_data(body):
+        yield None if data.strip() == b"[DONE]" else json.loads(data.decode(errors="replace"))
 
 
 class OpenAIEngine:
@@ -221,7 +222,7 @@ class OpenAIPrepared:
         async with contextlib.AsyncExitStack() as attempt:
 
             async def first_events(response: httpx.Response) -> tuple[AsyncIterator[Any], list[Event]]:
-                chunks = _chunks(response.aiter_lines())
+                chunks = _chunks(response.aiter_bytes())
                 attempt.push_async_callback(chunks.aclose)  # type: ignore[attr-defined]
                 first: list[Event] = []
                 while not first:
