@@ -337,8 +337,8 @@ def engine_counters(target: Target) -> tuple[float, float]:
 
 
 def long_prompt(tokens: int, tag: str) -> str:
-    """Text of about `tokens` tokens (about 14 a line for this tokenizer), new in each round (`tag` first)."""
-    lines = [f"Line {i}: {_ROWS[i % len(_ROWS)]}." for i in range(max(1, tokens // 14))]
+    """Text of about `tokens` tokens (about 17 a line for this tokenizer), new in each round (`tag` first)."""
+    lines = [f"Line {i}: {_ROWS[i % len(_ROWS)]}." for i in range(max(1, tokens // 17))]
     return f"({tag}) Here is a long list.\n" + "\n".join(lines) + "\nContinue the list with 200 more lines."
 
 

@@ -243,10 +243,10 @@ def test_chunk_ends_depend_on_the_prompt_alone() -> None:
     plain = Prompt(list(range(600)), [100, 300, 590], [])
     assert chunk_ends(plain, 256) == [256, 512, 600]
     marked = Prompt(list(range(600)), [100, 300, 590], [(300, "5m")])
-    assert chunk_ends(marked, 256) == [100, 256, 300, 512, 590, 600]  # every block boundary, with breakpoints
+    assert chunk_ends(marked, 256) == [100, 256, 300, 512, 600]  # with breakpoints, each block boundary up to the last
 
 
-SHAPES = PassShapes(LocalEngineSettings())  # flash attention, f16 cache: kinds by the pass's size
+SHAPES = PassShapes(LocalEngineSettings(kv_cache_type="f16"))  # flash attention, f16 cache: kinds by the pass's size
 STRICT = PassShapes(LocalEngineSettings(flash_attention=False))  # a kind is the pass itself
 
 

@@ -41,7 +41,8 @@ PROSE = ["Write a story about a lighthouse.", "Explain how rain forms.", "Descri
 @pytest.fixture(scope="module")
 def engine() -> Iterator[LocalEngine]:
     models = [ModelSettings(id="m", context_window=2048)]
-    local = LocalEngineSettings(parallel=4, prompt_cache_mib=0, speculative=True, kv_cache_type="q8_0")
+    local = LocalEngineSettings(parallel=4, prompt_cache_mib=0, speculative=True, kv_cache_type="q8_0",
+                                speculative_max_sequences=4)  # guesses beside other sequences too
     engine = LocalEngine(models, local)
     asyncio.run(engine.start())
     yield engine
@@ -92,7 +93,7 @@ def test_prompt_lookup_guesses_what_followed_the_last_ngram() -> None:
 
 def test_speculation_is_exact_only_where_the_kernels_are() -> None:
     assert exact_positions(LocalEngineSettings(kv_cache_type="q8_0"), 4096) == 4096
-    assert exact_positions(LocalEngineSettings(), 4096) == 256  # f16: a lone query past 256 takes another path
+    assert exact_positions(LocalEngineSettings(kv_cache_type="f16"), 4096) == 256  # f16: a lone query past 256 takes another path
     assert exact_positions(LocalEngineSettings(flash_attention=False, kv_cache_type="q8_0"), 4096) == 0
 
 
@@ -110,6 +111,20 @@ def test_prose_and_concurrent_sequences_are_the_same_with_and_without_speculatio
 ) -> None:
     alone = [run(scheduler, engine, False, [text], 48)[0] for text in [*PROSE, COPY]]
     assert run(scheduler, engine, True, [*PROSE, COPY], 48) == alone  # four sequences decoding together
+
+
+def test_a_step_of_more_sequences_than_the_setting_does_not_speculate(engine: LocalEngine, scheduler: Scheduler) -> None:
+    scheduler.settings.speculative_max_sequences = 1
+    try:
+        run(scheduler, engine, True, [COPY], 24)  # alone: guesses
+        drafted = scheduler.drafted
+        assert drafted > 0
+        run(scheduler, engine, True, [COPY, COPY.replace("a", "the a")], 24)
+        during_pair = scheduler.drafted - drafted
+    finally:
+        scheduler.settings.speculative_max_sequences = 4
+    # together, no step guesses while both decode; one may guess after the other has finished
+    assert during_pair < drafted
 
 
 def test_sampled_requests_do_not_speculate(engine: LocalEngine, scheduler: Scheduler) -> None:

@@ -180,7 +180,7 @@ def test_placeholders_break_prefix_reuse_at_a_different_image() -> None:
     assert placeholders(b"a" * 16, 0, IMAGE_TOKENS) == a and placeholders(b"a" * 16, 1, IMAGE_TOKENS) != a
     after = [5, 6, 7, 8]
     held = text + a + after
-    shapes = PassShapes(LocalEngineSettings())
+    shapes = PassShapes(LocalEngineSettings(kv_cache_type="f16"))
     image_end = len(text) + IMAGE_TOKENS
     passes = Passes([len(text), image_end, len(held)],
                     [shapes.kind(0, len(text)), shapes.kind(len(text), image_end, image=True), shapes.kind(image_end, len(held))])

@@ -104,6 +104,11 @@ class LocalEngineSettings(BaseModel):
     )
     speculative_ngram: int = Field(default=3, ge=1, le=16, description="Tokens that must match to guess from them")
     speculative_max_draft: int = Field(default=8, ge=1, le=32, description="Most tokens guessed at once")
+    speculative_max_sequences: int = Field(
+        default=1, ge=1, le=64,
+        description="Guess only in steps that decode at most this many sequences: beside other sequences the guesses "
+        "take a forward pass of their own, which costs more than they save on a CPU",
+    )
     unified_kv: bool = Field(
         default=False,
         description="One KV buffer for all sequences (llama.cpp's kv_unified). Not faster on CPU in our measurements "

@@ -124,17 +124,19 @@ def reusable(held_tokens: list[int], held: Passes, tokens: list[int], target: Pa
 
 def chunk_ends(prompt: Prompt, chunk: int) -> list[int]:
     """Where the prompt's prefill chunks end: at multiples of `chunk`, at its end, and, when it has cache
-    breakpoints, at every block boundary.
+    breakpoints, at every block boundary up to the last breakpoint.
 
     A function of the prompt alone, never of what was reused, so a request computes the same numbers
     with or without a reused prefix (`reusable`). Block boundaries are among them because a cache entry
     saved at an earlier request's breakpoint is found at one of this request's block boundaries (the
     lookback), and the blocks before it are the same in both requests, so both chunk that prefix alike.
+    Past the last breakpoint nothing is saved or looked up, and each extra pass would cost a step.
     """
     length = len(prompt.tokens)
     ends = set(range(chunk, length, chunk)) | {length}
     if prompt.breakpoints:
-        ends.update(p for p in prompt.boundaries if 0 < p < length)
+        last = max(position for position, _ in prompt.breakpoints)
+        ends.update(p for p in prompt.boundaries if 0 < p <= last and p < length)
     for span in prompt.images:  # an image is read in passes of its own, whole
         ends = {end for end in ends if not span.start < end < span.end} | {span.end}
         if span.start > 0:

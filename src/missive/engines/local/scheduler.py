@@ -539,6 +539,8 @@ class Scheduler:
         the token decoded alone (`exact_to`): then the output is the same token for token."""
         if not self.settings.speculative or self.settings.unified_kv:
             return []
+        if len(decoding) > self.settings.speculative_max_sequences:
+            return []
         found, row = [], len(decoding)
         room = self.batch_capacity - row
         for sequence in decoding:
