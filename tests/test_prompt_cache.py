@@ -254,7 +254,8 @@ def test_a_prefix_is_reused_where_it_was_computed_as_the_prompts_own_chunks_comp
     tokens = list(range(600))
     ends = [100, 256, 300, 512, 590, 600]
     target = SHAPES.plan(ends)
-    assert [k if isinstance(k, str) else k[0] for k in target.kinds] == ["tiled", "tiled", "rows", "tiled", "tiled", "rows"]
+    kinds = [k if isinstance(k, str) else k[0] for k in target.kinds]
+    assert kinds == ["tiled", "tiled", "rows", "tiled", "tiled", "rows"]
     assert reusable(tokens, SHAPES.plan(ends), tokens, target) == 598  # all there: its last 2 tokens are computed again
     # computed without the block ends: [0, 256) is tiled as the prompt's [0, 100) and [100, 256) are; [256, 300)
     # is a short pass of the prompt's (per-row), not tiled as [256, 512) was

@@ -93,7 +93,8 @@ def test_prompt_lookup_guesses_what_followed_the_last_ngram() -> None:
 
 def test_speculation_is_exact_only_where_the_kernels_are() -> None:
     assert exact_positions(LocalEngineSettings(kv_cache_type="q8_0"), 4096) == 4096
-    assert exact_positions(LocalEngineSettings(kv_cache_type="f16"), 4096) == 256  # f16: a lone query past 256 takes another path
+    # f16: a lone query past 256 positions takes another path
+    assert exact_positions(LocalEngineSettings(kv_cache_type="f16"), 4096) == 256
     assert exact_positions(LocalEngineSettings(flash_attention=False, kv_cache_type="q8_0"), 4096) == 0
 
 
@@ -113,7 +114,9 @@ def test_prose_and_concurrent_sequences_are_the_same_with_and_without_speculatio
     assert run(scheduler, engine, True, [*PROSE, COPY], 48) == alone  # four sequences decoding together
 
 
-def test_a_step_of_more_sequences_than_the_setting_does_not_speculate(engine: LocalEngine, scheduler: Scheduler) -> None:
+def test_a_step_of_more_sequences_than_the_setting_does_not_speculate(
+    engine: LocalEngine, scheduler: Scheduler
+) -> None:
     scheduler.settings.speculative_max_sequences = 1
     try:
         run(scheduler, engine, True, [COPY], 24)  # alone: guesses

@@ -340,7 +340,8 @@ class Scheduler:
         chunks. Nothing is saved to the prompt cache here: its writes belong to the first prefill only.
         """
         kv, workspace = sequence.kv, sequence.job.workspace
-        slot, reused = self._choose_slot([*kv, sequence.next_token()], sequence.kv_passes, workspace, mid_pass=False)
+        tokens = [*kv, sequence.next_token()]
+        slot, reused = self._choose_slot(tokens, sequence.kv_passes, workspace, mid_pass=False)
         slot.busy, slot.workspace = True, workspace
         sequence.slot = slot
         self.running.append(sequence)
