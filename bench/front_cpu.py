@@ -18,13 +18,13 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+import serving  # bench/serving.py: Missive in front of an upstream, as the serving and gateway benchmarks run it
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -95,12 +95,6 @@ async def serve_upstream(port: int, chunks: int, gap: float) -> None:
 # ---- the client -------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def cpu_ticks(pid: int) -> tuple[int, int]:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]), int(fields[12])  # utime, stime (fields 14 and 15)
@@ -150,21 +144,6 @@ async def load(port: int, path: str, headers: bytes, clients: int, requests: int
     return ttfts, pieces, time.perf_counter() - began
 
 
-def wait_ready(port: int, key: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), 1) as s:
-                s.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nx-api-key: %s\r\nanthropic-version: 2023-06-01\r\n"
-                          b"Connection: close\r\n\r\n" % key.encode())
-                if s.recv(100).startswith(b"HTTP/1.1 200"):
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("missive not ready")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=60)
@@ -182,32 +161,16 @@ def main() -> None:
         asyncio.run(serve_upstream(args.serve_upstream, args.chunks, args.gap_ms / 1000))
         return
 
-    root = Path.cwd()
-    python = str(root / ".venv/bin/python")
-    up_port, port = free_port(), free_port()
-    processes: list[subprocess.Popen] = []
-    with tempfile.TemporaryDirectory() as data:
-        try:
-            processes.append(subprocess.Popen([sys.executable, __file__, "--serve-upstream", str(up_port),
-                                               "--chunks", str(args.chunks), "--gap-ms", str(args.gap_ms)]))
-            config = Path(data) / "missive.toml"
-            config.write_text(
-                f'default_model = "smollm2"\nmodels = []\n\n[[engines]]\nname = "llama-server"\nkind = "openai"\n'
-                f'url = "http://127.0.0.1:{up_port}"\nmax_concurrency = 0\n\n[[engines.models]]\nid = "smollm2"\n'
-                f'context_window = 8192\nmax_output_tokens = 8192\n'
-            )
-            env = {**os.environ, "MISSIVE_DATA_DIR": data, "MISSIVE_CONFIG": str(config)}
-            if args.src:
-                env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.src, os.environ.get("PYTHONPATH")]))
-            created = subprocess.run([python, "-m", "missive", "keys", "create", "--name", "bench"], env=env,
-                                     capture_output=True, text=True, check=True)
-            key = created.stdout.strip().splitlines()[-1]
-            missive = subprocess.Popen([python, "-m", "missive", "serve", "--port", str(port), "--log-level",
-                                        "warning"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            processes.append(missive)
-            wait_ready(port, key)
-            check = subprocess.run([python, "-c", "import missive; print(missive.__file__)"], env=env,
-                                   capture_output=True, text=True)
+    up_port = serving.free_port()
+    upstream = subprocess.Popen([sys.executable, __file__, "--serve-upstream", str(up_port), "--chunks", str(args.chunks),
+                                 "--gap-ms", str(args.gap_ms)])
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [args.src, os.environ.get("PYTHONPATH")]))} if args.src else None
+    try:
+        with serving.missive_proxy(f"http://127.0.0.1:{up_port}", context=8192, env=env) as target:
+            port, key, pid = int(target.base_url.rsplit(":", 1)[1]), target.headers["x-api-key"], target.pid
+            assert pid is not None
+            check = subprocess.run([sys.executable, "-c", "import missive; print(missive.__file__)"],
+                                   env={**os.environ, **(env or {})}, capture_output=True, text=True)
             print("missive from", check.stdout.strip())
             headers = b"x-api-key: %s\r\nanthropic-version: 2023-06-01\r\n" % key.encode()
             asyncio.run(load(port, "/v1/messages", headers, 2, 10))  # warm-up
@@ -216,17 +179,17 @@ def main() -> None:
                 direct, _, _ = asyncio.run(load(up_port, "/v1/chat/completions", b"", clients, args.requests))
                 spy = None
                 if args.attach and clients == args.spy_clients:
-                    spy = subprocess.Popen(args.attach.format(pid=missive.pid).split())
+                    spy = subprocess.Popen(args.attach.format(pid=pid).split())
                     time.sleep(1)
                 if args.py_spy and clients == args.spy_clients:
                     form = "flamegraph" if args.spy_out.endswith(".svg") else "raw"
-                    spy = subprocess.Popen([args.py_spy, "record", "--pid", str(missive.pid), "-o", args.spy_out,
+                    spy = subprocess.Popen([args.py_spy, "record", "--pid", str(pid), "-o", args.spy_out,
                                             "--rate", "250", "--nonblocking", "--format", form],
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     time.sleep(1)
-                before = cpu_ticks(missive.pid)
+                before = cpu_ticks(pid)
                 ttfts, pieces, wall = asyncio.run(load(port, "/v1/messages", headers, clients, args.requests))
-                after = cpu_ticks(missive.pid)
+                after = cpu_ticks(pid)
                 user, system = (after[0] - before[0]) / TICK, (after[1] - before[1]) / TICK
                 used = user + system
                 if spy:
@@ -240,13 +203,9 @@ def main() -> None:
                 print(f"  TTFT p50 direct {1000 * statistics.median(direct):.2f} ms, via missive "
                       f"{1000 * statistics.median(ttfts):.2f} ms, added "
                       f"{1000 * (statistics.median(ttfts) - statistics.median(direct)):+.2f} ms", flush=True)
-        finally:
-            for process in processes[::-1]:
-                process.terminate()
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+    finally:
+        upstream.terminate()
+        upstream.wait(10)
 
 
 if __name__ == "__main__":

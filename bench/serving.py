@@ -82,6 +82,7 @@ class Target:
     headers: dict[str, str]
     cache_control: bool  # mark the system prompt (Missive); llama-server ignores the field anyway
     chat_completions: bool = False  # driven over /v1/chat/completions instead of /v1/messages
+    pid: int | None = None  # the server's process, where this script started it
 
 
 @contextlib.contextmanager
@@ -109,23 +110,24 @@ def missive(max_queue: int = 32, isolate: bool = True, parallel: int = PARALLEL,
 
 
 @contextlib.contextmanager
-def missive_proxy(upstream: str) -> Iterator[Target]:
-    """Missive with no model of its own, serving llama-server's through the OpenAI-compatible engine."""
+def missive_proxy(upstream: str, context: int = CONTEXT_PER_SLOT, env: dict[str, str] | None = None) -> Iterator[Target]:
+    """Missive with no model of its own, serving llama-server's through the OpenAI-compatible engine; `env`
+    adds to its environment."""
     with tempfile.TemporaryDirectory() as data:
         config = Path(data) / "missive.toml"
         config.write_text(
             f'default_model = "smollm2"\nmodels = []\n\n[[engines]]\nname = "llama-server"\nkind = "openai"\n'
             f'url = "{upstream}"\nmax_concurrency = 0\n\n[[engines.models]]\nid = "smollm2"\n'
-            f'context_window = {CONTEXT_PER_SLOT}\n'
+            f'context_window = {context}\n'
         )
-        env = {**os.environ, "MISSIVE_DATA_DIR": data, "MISSIVE_CONFIG": str(config)}
+        env = {**os.environ, **(env or {}), "MISSIVE_DATA_DIR": data, "MISSIVE_CONFIG": str(config)}
         created = subprocess.run([sys.executable, "-m", "missive", "keys", "create", "--name", "bench"],
                                  env=env, capture_output=True, text=True, check=True)
         key = created.stdout.strip().splitlines()[-1]
         port = free_port()
         cmd = [sys.executable, "-m", "missive", "serve", "--port", str(port), "--log-level", "warning"]
-        with _process(cmd, env) as _:
-            target = Target("missive-proxy", f"http://127.0.0.1:{port}", {"x-api-key": key}, True)
+        with _process(cmd, env) as process:
+            target = Target("missive-proxy", f"http://127.0.0.1:{port}", {"x-api-key": key}, True, pid=process.pid)
             _wait_ready(f"{target.base_url}/v1/models", {**target.headers, "anthropic-version": "2023-06-01"})
             yield target
 

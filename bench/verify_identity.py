@@ -63,14 +63,16 @@ def main() -> None:
     def logits(row: int) -> np.ndarray:
         return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(model.ctx, row), shape=(n_vocab,)).copy()
 
-    def prefill(seq: int, tokens: list[int]) -> None:
+    def prefill(seq: int, tokens: list[int], ends: list[int] | None = None) -> None:
+        """Prefill in passes ending at `ends` (default: Missive's chunks of 256)."""
         llama_cpp.llama_memory_seq_rm(model.memory, seq, -1, -1)
-        for start in range(0, len(tokens), 256):  # Missive's chunks
-            chunk = tokens[start : start + 256]
-            decode([(t, start + i, seq, start + i == len(tokens) - 1) for i, t in enumerate(chunk)])
+        start = 0
+        for end in ends or sorted({*range(256, len(tokens), 256), len(tokens)}):
+            decode([(tokens[p], p, seq, p == len(tokens) - 1) for p in range(start, end)])
+            start = end
 
     if args.chunking:
-        chunking(model, PassShapes(engine), decode, logits)
+        chunking(model, PassShapes(engine), prefill, logits)
         llama_cpp.llama_batch_free(batch)
         model.close()
         return
@@ -107,13 +109,9 @@ def main() -> None:
     model.close()
 
 
-def chunking(model: LocalModel, shapes: PassShapes, decode, logits) -> None:  # noqa: ANN001
+def chunking(model: LocalModel, shapes: PassShapes, prefill, logits) -> None:  # noqa: ANN001
     def run(tokens: list[int], ends: list[int], seq: int) -> np.ndarray:
-        llama_cpp.llama_memory_seq_rm(model.memory, seq, -1, -1)
-        start = 0
-        for end in ends:
-            decode([(tokens[p], p, seq, p == len(tokens) - 1) for p in range(start, end)])
-            start = end
+        prefill(seq, tokens, ends)
         return logits(-1)
 
     def kinds(ends: list[int]) -> list:

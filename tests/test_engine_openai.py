@@ -633,9 +633,27 @@ def test_a_window_too_small_for_max_tokens_is_asked_again_for_what_it_leaves() -
     assert asked == [32000, 3096] and events[-1].stop_reason == "model_context_window_exceeded"
 
 
+def line_reader(lines: list[str]) -> list[tuple[str | None, str]]:
+    """Server-sent events read line by line, as the format's definition reads them: the reference."""
+    events, name, data = [], None, []
+    for line in [*lines, ""]:
+        if not line:
+            if data:
+                events.append((name, "\n".join(data)))
+            name, data = None, []
+        elif not line.startswith(":"):
+            key, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if key == "event":
+                name = value
+            elif key == "data":
+                data.append(value)
+    return events
+
+
 def test_the_byte_level_sse_reader_reads_what_the_line_reader_reads() -> None:
-    """The stream is read from its bytes (upstream.sse_data), not line by line: however the body is cut
-    into reads, and whatever its line ends, the events' data are what `upstream.sse` reads."""
+    """The stream is read from its bytes (upstream.sse), not line by line: however the body is cut into
+    reads, and whatever its line ends, the events are what a line-by-line reader reads."""
     import random
 
     from missive.engines import upstream
@@ -654,7 +672,7 @@ def test_the_byte_level_sse_reader_reads_what_the_line_reader_reads() -> None:
             raw = text.encode()
             cuts = sorted(chooser.sample(range(len(raw) + 1), min(len(raw) + 1, chooser.randint(0, 6))))
             reads = [raw[a:b] for a, b in zip([0, *cuts], [*cuts, len(raw)])]
-            read = [data.decode() async for data in upstream.sse_data(parts(reads))]
-            assert read == [data async for _, data in upstream.sse(parts(text.splitlines()))], text
+            read = [(name, data.decode()) async for name, data in upstream.sse(parts(reads))]
+            assert read == line_reader(text.splitlines()), text
 
     asyncio.run(check())

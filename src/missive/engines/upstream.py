@@ -230,32 +230,10 @@ class Upstream:
             raise unreachable(self.name, httpx.DecodingError("malformed event")) from None
 
 
-async def sse(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str | None, str]]:
-    """Server-sent events as (event name or None, data); comments (pings) are skipped."""
-    name: str | None = None
-    data: list[str] = []
-    async for line in lines:
-        if not line:
-            if data:
-                yield name, "\n".join(data)
-            name, data = None, []
-        elif line.startswith(":"):
-            continue
-        else:
-            key, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if key == "event":
-                name = value
-            elif key == "data":
-                data.append(value)
-    if data:  # a last event without its blank line
-        yield name, "\n".join(data)
-
-
-async def sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """The data of each server-sent event, read from the body's bytes: what `sse` yields, without the
-    event names, and without decoding every line to text first (a stream of many small events costs a
-    fraction of the CPU). Lines may end in CRLF, LF or CR; comments and events without data are skipped."""
+async def sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[str | None, bytes]]:
+    """Server-sent events as (event name or None, data), read from the body's bytes without decoding every
+    line to text first (a stream of many small events costs a fraction of the CPU). Lines may end in CRLF,
+    LF or CR; comments (pings) and events without data are skipped."""
     buffer, held = b"", b""  # held: a CR that ends a chunk, until the next says whether an LF follows
     async for chunk in chunks:
         if held or b"\r" in chunk:
@@ -269,22 +247,26 @@ async def sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         *events, buffer = buffer.split(b"\n\n")
         for event in events:
             if event.startswith(b"data: ") and b"\n" not in event:  # one data line: the usual event
-                yield event[6:]
-            elif (data := _event_data(event)) is not None:
-                yield data
-    if (data := _event_data(buffer)) is not None:  # a last event without its blank line
-        yield data
+                yield None, event[6:]
+            elif (parsed := _event(event)) is not None:
+                yield parsed
+    if (parsed := _event(buffer)) is not None:  # a last event without its blank line
+        yield parsed
 
 
-def _event_data(event: bytes) -> bytes | None:
+def _event(event: bytes) -> tuple[str | None, bytes] | None:
+    name: str | None = None
     data = []
     for line in event.split(b"\n"):
         if not line or line.startswith(b":"):
             continue
         key, _, value = line.partition(b":")
-        if key == b"data":
-            data.append(value[1:] if value.startswith(b" ") else value)
-    return b"\n".join(data) if data else None
+        value = value[1:] if value.startswith(b" ") else value
+        if key == b"event":
+            name = value.decode(errors="replace")
+        elif key == b"data":
+            data.append(value)
+    return (name, b"\n".join(data)) if data else None
 
 
 async def drain(events: AsyncIterator[Any]) -> None:

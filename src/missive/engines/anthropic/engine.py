@@ -109,7 +109,7 @@ class AnthropicPrepared:
         async with contextlib.AsyncExitStack() as stack:
 
             async def first_events(response: httpx.Response) -> tuple[AsyncIterator[tuple[str, Any]], list[Event]]:
-                events = sse(response.aiter_lines())
+                events = sse(response.aiter_bytes())
                 stack.push_async_callback(events.aclose)  # type: ignore[attr-defined]
                 first: list[Event] = []
                 while not first:

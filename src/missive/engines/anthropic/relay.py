@@ -44,10 +44,11 @@ STOP_REASONS = {"end_turn", "max_tokens", "stop_sequence", "tool_use", "model_co
 PASSED_STOP_REASONS = {"pause_turn", "refusal"}  # defined by the API, not (yet) in wire/events.StopReason
 
 
-async def sse(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, Any]]:
-    """Server-sent events as (event name, parsed JSON data); the name defaults to the data's `type`."""
-    async for name, data in upstream.sse(lines):
-        payload = json.loads(data)
+async def sse(body: AsyncIterator[bytes]) -> AsyncIterator[tuple[str, Any]]:
+    """Server-sent events as (event name, parsed JSON data); the name defaults to the data's `type`. Text
+    that is not UTF-8 is read with replacement characters."""
+    async for name, data in upstream.sse(body):
+        payload = json.loads(data.decode(errors="replace"))
         yield name or (payload.get("type", "") if isinstance(payload, dict) else ""), payload
 
 

@@ -17,6 +17,7 @@ that ends where the rest of its chunk can be computed in a pass of that chunk's 
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -49,9 +50,7 @@ class Passes:
 
     def truncate(self, keep: int) -> None:
         """Keep positions below `keep`: a pass cut short keeps its kind (its positions were computed so)."""
-        count = next((i for i, end in enumerate(self.ends) if end >= keep), len(self.ends))
-        if keep > 0 and count < len(self.ends):
-            count += 1
+        count = bisect.bisect_left(self.ends, keep) + (keep > 0)  # passes before `keep`, and the one holding it
         del self.ends[count:], self.kinds[count:]
         if keep > 0:
             self.ends[-1] = keep

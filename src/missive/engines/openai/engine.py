@@ -58,7 +58,7 @@ PATH = "/v1/chat/completions"
 async def _chunks(body: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any] | None]:
     """The stream's chunks, parsed; None for `[DONE]`. Text that is not UTF-8 is read as the text decoder
     would read it (replacement characters)."""
-    async for data in upstream.sse_data(body):
+    async for _, data in upstream.sse(body):
         yield None if data.strip() == b"[DONE]" else json.loads(data.decode(errors="replace"))
 
 
