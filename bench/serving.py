@@ -102,9 +102,9 @@ def missive(max_queue: int = 32, isolate: bool = True, parallel: int = PARALLEL,
         key = created.stdout.strip().splitlines()[-1]
         port = free_port()
         cmd = [sys.executable, "-m", "missive", "serve", "--port", str(port), "--log-level", "warning"]
-        with _process(cmd, env) as _:
+        with _process(cmd, env) as process:
             name = name or ("missive" if isolate else "missive-inproc")
-            target = Target(name, f"http://127.0.0.1:{port}", {"x-api-key": key}, True)
+            target = Target(name, f"http://127.0.0.1:{port}", {"x-api-key": key}, True, pid=process.pid)
             _wait_ready(f"{target.base_url}/v1/models", {**target.headers, "anthropic-version": "2023-06-01"})
             yield target
 

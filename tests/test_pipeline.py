@@ -142,6 +142,44 @@ def test_every_target_down_is_the_last_error_and_nothing_is_recorded(database: s
     assert rows(database) == []
 
 
+def test_the_record_is_written_while_the_engine_prepares_its_first_event(database: sa.Engine) -> None:
+    """The ledger's commit overlaps the engine's work towards its first event (a prefill, an upstream's
+    first token) instead of following it; the record is in flight before that event, naming the engine,
+    with admission's count, and the engine's own count of the input is saved at the next checkpoint."""
+    seen: list[list[dict[str, Any]]] = []
+
+    class Slow(FakeEngine):
+        async def prepare(self, generation: Generation) -> FakePrepared:
+            prepared = FakePrepared(self)
+            prepared.input_tokens = 5  # admission's estimate; the engine counts 7 at its first event
+            inner = prepared.generate
+
+            async def generate() -> AsyncIterator[Event]:
+                await anyio.sleep(0.3)  # the prefill: the record is committed meanwhile
+                seen.append(rows(database))
+                async for event in inner():
+                    yield event
+
+            prepared.generate = generate  # type: ignore[method-assign]
+            return prepared
+
+    pipeline = make_pipeline(database, [Slow("a", "m-a")], {})
+
+    async def scenario() -> None:
+        reply = await pipeline.create(call(), body("m-a"))
+        await pipeline.policy.ledger.checkpoint()
+        seen.append(rows(database))
+        async for _ in reply.events:
+            pass
+
+    asyncio.run(scenario())
+    [[before], [checkpointed]] = seen
+    assert (before["engine"], before["status"], before["input_tokens"]) == ("a", "in_flight", 5)
+    assert (checkpointed["status"], checkpointed["input_tokens"]) == ("in_flight", 7)
+    [settled] = rows(database)
+    assert (settled["status"], settled["input_tokens"], settled["output_tokens"]) == ("succeeded", 7, 3)
+
+
 def test_a_refused_request_never_takes_a_slot(database: sa.Engine) -> None:
     engine = FakeEngine("a", "m-a")
     tiny = {"default_tier": "tiny", "tiers": {"tiny": {"input_tokens_per_minute": 10}}}

@@ -1,15 +1,17 @@
 """One admitted request: its buckets and ledger record, followed through its events to one settlement.
 
-Admission charges the buckets before an engine is asked for a slot. When an engine starts serving,
-`open` writes the ledger record (naming that engine), and `track` wraps its event iterator: however
-the generation ends (finished, failed, or cancelled because the client went away or a limit closed
-it), the record is settled exactly once, with the usage of `Finished`, or else with the output
-counted so far, and the estimates taken from the buckets are corrected to what was really used. If no
-engine starts at all, `release` gives the tokens back.
+Admission charges the buckets before an engine is asked for a slot. As an engine is asked, `open`
+writes the ledger record, naming that engine (or the next one asked, after an engine that could not
+serve). `track` wraps the event iterator of the engine that serves: however the generation ends
+(finished, failed, or cancelled because the client went away or a limit closed it), the record is
+settled exactly once, with the usage of `Finished`, or else with the output counted so far, and the
+estimates taken from the buckets are corrected to what was really used. If no engine starts at all,
+`release` removes the record and gives the tokens back.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -43,27 +45,39 @@ class Admission:
         self.record = record
         self.charged = charged
         self.headers = headers  # rate-limit headers as of admission, then as of settlement
-        self.started = time.monotonic()
+        self.began = time.monotonic()
+        self.opened = False  # the record has been written
         self.settled = False
 
-    async def open(self, engine: str, model: str, usage: Usage) -> None:
-        """The engine started: write the record, with the input side of its usage."""
+    def open(self, engine: str, model: str) -> asyncio.Future[None]:
+        """An engine is asked to serve: write the record, in flight and naming it, while the engine works
+        towards its first event (the future is done once the record is committed, which must be before
+        the first byte). After an engine that could not serve, the next one asked is named instead."""
         self.record.engine, self.record.model = engine, model
+        if self.opened:
+            return self.ledger.retarget(self.record)
+        self.opened = True
+        return self.ledger.opening(self.record)
+
+    def started(self, usage: Usage) -> None:
+        """The engine's first event: the input side of its usage, as it counted it (saved at the next
+        checkpoint, and at settlement)."""
         self._take_usage(usage)
-        try:
-            await self.ledger.open(self.record)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self.release()
-            raise
 
     async def release(self) -> None:
-        """Nothing was served: give back the tokens charged (the request still counts)."""
-        if not self.settled:
-            self.settled = True
-            await self.limiter.settle(
-                self.pool, {name: -amount for name, amount in self.charged.items() if name != "requests"}
-            )
+        """Nothing was served: remove the record, and give back the tokens charged (the request still
+        counts)."""
+        if self.settled:
+            return
+        self.settled = True
+        if self.opened:
+            try:
+                await self.ledger.discard(self.record)
+            except outages.STORE_ERRORS as error:  # recovery settles it as interrupted
+                log.warning("%s: no engine served; record kept: %s", self.record.id, outages.describe(error))
+        await self.limiter.settle(
+            self.pool, {name: -amount for name, amount in self.charged.items() if name != "requests"}
+        )
 
     async def track(self, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
         status, stop_reason = "failed", None
@@ -99,7 +113,7 @@ class Admission:
             return
         self.settled = True
         record = self.record
-        latency_ms = int((time.monotonic() - self.started) * 1000)
+        latency_ms = int((time.monotonic() - self.began) * 1000)
         try:
             cost = await self.ledger.settle(record, status, stop_reason, latency_ms)
             self.spend.add(record.workspace_id, cost.total)

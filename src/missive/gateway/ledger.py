@@ -1,14 +1,17 @@
 """The usage ledger at work: open a record at admission, checkpoint it, settle it once, recover orphans.
 
-Durability: a record exists, `in_flight`, before the response's first byte. Its output so far is
-saved every `checkpoint_interval`, and sooner once it is `checkpoint_tokens` ahead of its last save. Each front end beats in the `instances` table; when one stops
-beating for `dead_after` (it crashed, or was killed), any front end settles its records still in
-flight as `interrupted`, with the tokens last saved, at the current prices. A record is one row keyed
-by its request id and settling is a conditional update, so nothing is ever counted twice.
+Durability: a record exists, `in_flight`, before the response's first byte: it is written while the
+first engine asked prepares its first event. Its tokens so far are saved every `checkpoint_interval`,
+and sooner once it is `checkpoint_tokens` ahead of its last save. Each front end beats in the
+`instances` table; when one stops beating for `dead_after` (it crashed, or was killed), any front end
+settles its records still in flight as `interrupted`, with the tokens last saved, at the current
+prices. A record is one row keyed by its request id and settling is a conditional update, so nothing
+is ever counted twice.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -31,7 +34,11 @@ log = logging.getLogger("missive.ledger")
 @dataclass
 class _Live:
     record: store.Record
-    saved_output: int = 0
+    saved: dict[str, int]  # its tokens as last written
+
+
+def _tokens(record: store.Record) -> dict[str, int]:
+    return {column: getattr(record, column) for column in store.TOKEN_COLUMNS}
 
 
 def tokens_of(record: store.Record) -> Tokens:
@@ -58,17 +65,32 @@ class Ledger:
         self._unsettled: dict[str, store.Settlement] = {}  # settlements the database refused for now
 
     async def open(self, record: store.Record) -> None:
+        await asyncio.shield(self.opening(record))
+
+    def opening(self, record: store.Record) -> asyncio.Future[None]:
+        """Write `record`, in flight; the write is queued when this returns (see `Writer.submit`)."""
         record.instance_id = self.instance_id
         created_at = now()
         opening = store.reopen_record if record.service_tier == "batch" else store.open_record
-        await self.writer.write(lambda conn: opening(conn, record, created_at))
-        self._live[record.id] = _Live(record)
+        self._live[record.id] = _Live(record, _tokens(record))
+        return self.writer.submit(lambda conn: opening(conn, record, created_at))
+
+    def retarget(self, record: store.Record) -> asyncio.Future[None]:
+        """Write the record's engine and model again (queued, as `opening`)."""
+        engine, model = record.engine, record.model
+        return self.writer.submit(lambda conn: store.retarget(conn, record.id, engine, model))
+
+    async def discard(self, record: store.Record) -> None:
+        """Remove a record opened for a request that no engine served."""
+        self._live.pop(record.id, None)
+        await self.writer.write(lambda conn: store.discard(conn, record.id))
 
     def progress(self, record_id: str, output_tokens: int) -> None:
         live = self._live.get(record_id)
         if live is not None:
             live.record.output_tokens = output_tokens
-            if self._due is not None and output_tokens - live.saved_output >= self.settings.checkpoint_tokens:
+            ahead = output_tokens - live.saved["output_tokens"]
+            if self._due is not None and ahead >= self.settings.checkpoint_tokens:
                 self._due.set()
 
     async def settle(
@@ -132,17 +154,18 @@ class Ledger:
         await self.recover()
 
     async def checkpoint(self) -> None:
-        """Save the output so far of the records in flight that moved since their last save."""
+        """Save the tokens so far of the records in flight that moved since their last save: the output,
+        and the input side once the engine has counted it (the record was opened with admission's count)."""
         changed = {
-            record_id: live.record.output_tokens
+            record_id: tokens
             for record_id, live in list(self._live.items())
-            if live.record.output_tokens != live.saved_output
+            if (tokens := _tokens(live.record)) != live.saved
         }
         if changed:
             await self.writer.write(lambda conn: store.checkpoint(conn, changed))
-            for record_id, output_tokens in changed.items():
+            for record_id, tokens in changed.items():
                 if record_id in self._live:
-                    self._live[record_id].saved_output = output_tokens
+                    self._live[record_id].saved = tokens
 
     async def recover(self) -> int:
         """Settle the records of front ends that died in flight; returns how many."""
@@ -171,8 +194,7 @@ class Ledger:
 def _settlement(
     record: store.Record, status: str, cost: Cost, stop_reason: str | None, latency_ms: int | None
 ) -> store.Settlement:
-    tokens = {column: getattr(record, column) for column in store.TOKEN_COLUMNS}
-    return store.Settlement(status, tokens, cost.columns(), stop_reason, latency_ms)
+    return store.Settlement(status, _tokens(record), cost.columns(), stop_reason, latency_ms)
 
 
 def _ms() -> int:

@@ -1,7 +1,7 @@
 """The per-request policy path, in one place: spend, rate limits, the ledger.
 
-    principal (auth) -> Policy.admit (spend guards, buckets) -> Admission.open (ledger record, when the
-    engine starts) -> Admission.track -> settle
+    principal (auth) -> Policy.admit (spend guards, buckets) -> Admission.open (ledger record, as the
+    engine is asked) -> Admission.track -> settle
 
 The pipeline calls `admit` once the engine has counted the prompt and before it takes a slot, and
 `add_rate_headers` on errors, so that every response of the model routes carries the rate-limit headers.

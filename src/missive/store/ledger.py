@@ -1,7 +1,7 @@
 """The usage ledger as stored: one row per request, opened at admission and settled exactly once.
 
-A row is inserted `in_flight` before the first byte of the response, its output is checkpointed
-while it runs, and it is settled (tokens, cost, status) in one conditional update. Settling moves a
+A row is inserted `in_flight` as the first engine is asked to serve (before the first byte of the
+response), its tokens are checkpointed while it runs, and it is settled (tokens, cost, status) in one conditional update. Settling moves a
 row's cost and the workspace's prepaid balance by the same difference, in one transaction, so a
 row settled twice (by its front end, after a recovery that thought it dead) is never counted twice.
 
@@ -87,13 +87,30 @@ def reopen_record(conn: sa.Connection, record: Record, created_at: datetime) -> 
     open_record(conn, record, created_at)
 
 
-def checkpoint(conn: sa.Connection, progress: dict[str, int]) -> None:
-    """Save the output tokens so far of requests still in flight."""
-    for record_id, output_tokens in progress.items():
+def retarget(conn: sa.Connection, record_id: str, engine: str, model: str) -> None:
+    """Name another engine (and its model) in a record in flight: the one first asked could not serve."""
+    conn.execute(
+        usage_records.update()
+        .where(usage_records.c.id == record_id, usage_records.c.status == IN_FLIGHT)
+        .values(engine=engine, model=model)
+    )
+
+
+def discard(conn: sa.Connection, record_id: str) -> None:
+    """Remove a record in flight whose request no engine served: it was opened as the first engine was
+    asked, and nothing was used."""
+    conn.execute(
+        usage_records.delete().where(usage_records.c.id == record_id, usage_records.c.status == IN_FLIGHT)
+    )
+
+
+def checkpoint(conn: sa.Connection, progress: dict[str, dict[str, int]]) -> None:
+    """Save the tokens so far (`TOKEN_COLUMNS`) of requests still in flight."""
+    for record_id, tokens in progress.items():
         conn.execute(
             usage_records.update()
             .where(usage_records.c.id == record_id, usage_records.c.status == IN_FLIGHT)
-            .values(output_tokens=output_tokens)
+            .values(**tokens)
         )
 
 

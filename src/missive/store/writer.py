@@ -35,13 +35,18 @@ class Writer:
 
     async def write(self, operation: Callable[[sa.Connection], T]) -> T:
         """Run `operation` in a committed transaction; returns its result."""
+        return await asyncio.shield(self.submit(operation))  # a cancelled caller does not undo the write
+
+    def submit(self, operation: Callable[[sa.Connection], T]) -> asyncio.Future[T]:
+        """Queue `operation` now, behind the writes queued before it; the future is its result once
+        committed. For a write that overlaps other work: await the future (shielded) when it must be done."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name="missive-ledger-writer", daemon=True)
             self._thread.start()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._queue.put((operation, future, loop))
-        return await asyncio.shield(future)  # a cancelled caller does not undo a write under way
+        return future
 
     def close(self) -> None:
         if self._thread is not None:
