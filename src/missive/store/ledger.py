@@ -1,9 +1,10 @@
 """The usage ledger as stored: one row per request, opened at admission and settled exactly once.
 
 A row is inserted `in_flight` as the first engine is asked to serve (before the first byte of the
-response), its tokens are checkpointed while it runs, and it is settled (tokens, cost, status) in one conditional update. Settling moves a
-row's cost and the workspace's prepaid balance by the same difference, in one transaction, so a
-row settled twice (by its front end, after a recovery that thought it dead) is never counted twice.
+response), its tokens are checkpointed while it runs, and it is settled (tokens, cost, status) in
+one conditional update. Settling moves a row's cost and the workspace's prepaid balance by the same
+difference, in one transaction, so a row settled twice (by its front end, after a recovery that
+thought it dead) is never counted twice.
 
 Writes take a connection inside a transaction (the caller's, usually the group-committing `Writer`);
 reads take the engine.
