@@ -605,29 +605,43 @@ def test_a_window_too_small_for_max_tokens_is_asked_again_for_what_it_leaves() -
     ) + "data: [DONE]\n\n"
     asked: list[int] = []
 
-    def answer(sent: httpx.Request) -> httpx.Response:
-        if sent.url.path == "/v1/models":
-            return httpx.Response(200, json={"data": []}, headers={"server": "uvicorn"})
-        asked.append(json.loads(sent.content)["max_tokens"])
-        if len(asked) == 1:
-            return httpx.Response(400, json={"error": {"message": too_large, "type": "BadRequestError", "code": 400}})
-        return httpx.Response(200, content=stream.encode(), headers={"content-type": "text/event-stream"})
-
-    config = EngineSettings(
-        name="vllm", kind="openai", url="http://vllm.invalid", max_concurrency=1,
-        models=[RemoteModelSettings(id="m", context_window=100_000)],
-    )
-    engine = OpenAIEngine(config)
-    params = rq.MessageCreateParams.model_validate({"model": "m", "max_tokens": 32000, "messages": HI})
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A vLLM that refuses the first max_tokens and streams for the second (one request per connection)."""
+        head = (await reader.readuntil(b"\r\n\r\n")).decode()
+        lengths = [line.split(":")[1] for line in head.split("\r\n") if line.lower().startswith("content-length")]
+        sent = await reader.readexactly(int(lengths[0]) if lengths else 0)
+        if head.startswith("GET /v1/models"):
+            status, content, kind = 200, json.dumps({"data": []}), "application/json"
+        else:
+            asked.append(json.loads(sent)["max_tokens"])
+            if len(asked) == 1:
+                refusal = {"error": {"message": too_large, "type": "BadRequestError", "code": 400}}
+                status, content, kind = 400, json.dumps(refusal), "application/json"
+            else:
+                status, content, kind = 200, stream, "text/event-stream"
+        writer.write(
+            f"HTTP/1.1 {status} X\r\nServer: uvicorn\r\nContent-Type: {kind}\r\n"
+            f"Content-Length: {len(content)}\r\nConnection: close\r\n\r\n{content}".encode()
+        )
+        await writer.drain()
+        writer.close()
 
     async def run() -> list[Any]:
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        config = EngineSettings(
+            name="vllm", kind="openai", url=f"http://127.0.0.1:{port}", max_concurrency=1,
+            models=[RemoteModelSettings(id="m", context_window=100_000)],
+        )
+        engine = OpenAIEngine(config)
+        params = rq.MessageCreateParams.model_validate({"model": "m", "max_tokens": 32000, "messages": HI})
         await engine.start()
-        engine.upstream._client = httpx.AsyncClient(base_url=engine.upstream.url, transport=httpx.MockTransport(answer))
         try:
             prepared = await engine.prepare(Generation(engine.models()[0], params, params.messages))
             return [event async for event in prepared.generate()]
         finally:
             await engine.close()
+            server.close()
 
     events = asyncio.run(run())
     assert asked == [32000, 3096] and events[-1].stop_reason == "model_context_window_exceeded"

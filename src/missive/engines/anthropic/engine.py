@@ -18,17 +18,25 @@ no log line, error or response.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import aiohttp
 
 from missive.engines import upstream
 from missive.engines.anthropic import errors, request
 from missive.engines.anthropic.relay import Relay, sse
 from missive.engines.base import Generation
-from missive.engines.upstream import Upstream, check_relayable, estimate_tokens, protocol_error
+from missive.engines.upstream import (
+    Headers,
+    Refusal,
+    Upstream,
+    check_relayable,
+    estimate_tokens,
+    protocol_error,
+)
 from missive.settings import EngineSettings
 from missive.wire.errors import ApiError
 from missive.wire.events import Event
@@ -68,8 +76,8 @@ class AnthropicEngine:
     def headers(self, generation: Generation) -> dict[str, str]:
         return request.headers(generation, self.upstream.api_key)
 
-    def refusal(self, generation: Generation) -> Callable[[int, bytes, httpx.Headers], ApiError]:
-        def refuse(status: int, content: bytes, headers: httpx.Headers) -> ApiError:
+    def refusal(self, generation: Generation) -> Refusal:
+        def refuse(status: int, content: bytes, headers: Headers) -> ApiError:
             return errors.from_response(self.name, generation.request_id, status, content, headers)
 
         return refuse
@@ -78,11 +86,11 @@ class AnthropicEngine:
         """The upstream's own count (`/v1/messages/count_tokens`): exact, one round trip."""
         check_relayable(generation.params)
         body = request.body(generation, self.upstream.upstream_model(generation), stream=False)
-        response = await self.upstream.post(
+        answer = await self.upstream.post(
             generation, "/v1/messages/count_tokens", body, self.headers(generation), self.refusal(generation)
         )
         try:
-            return int(response.json()["input_tokens"])
+            return int(json.loads(answer)["input_tokens"])
         except (ValueError, KeyError, TypeError):
             raise protocol_error(
                 f"Engine {self.name}: the upstream's count_tokens answer has no input_tokens."
@@ -108,8 +116,10 @@ class AnthropicPrepared:
         body = request.body(generation, engine.upstream.upstream_model(generation), stream=True)
         async with contextlib.AsyncExitStack() as stack:
 
-            async def first_events(response: httpx.Response) -> tuple[AsyncIterator[tuple[str, Any]], list[Event]]:
-                events = sse(response.aiter_bytes())
+            async def first_events(
+                response: aiohttp.ClientResponse,
+            ) -> tuple[AsyncIterator[tuple[str, Any]], list[Event]]:
+                events = sse(response.content.iter_any())
                 stack.push_async_callback(events.aclose)  # type: ignore[attr-defined]
                 first: list[Event] = []
                 while not first:
@@ -139,7 +149,7 @@ class AnthropicPrepared:
                         yield event
                     if relay.finished:
                         return
-            except httpx.HTTPError as exc:
+            except aiohttp.ClientError as exc:
                 raise upstream.cut(engine.name, exc) from None
             except ValueError:
                 raise protocol_error(f"Engine {engine.name}: the upstream sent an event that is not JSON.") from None

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
 from missive.engines import upstream
 from missive.engines.base import EngineUnavailable
 from missive.wire.errors import ERROR_TYPES, ApiError
@@ -34,7 +32,7 @@ def _error_of(data: Any) -> tuple[str | None, str | None]:
 
 
 def from_response(
-    engine: str, request_id: str, status: int, content: bytes, headers: httpx.Headers
+    engine: str, request_id: str, status: int, content: bytes, headers: upstream.Headers
 ) -> ApiError:
     """The error for an upstream's non-200 answer to `/v1/messages` or `/v1/messages/count_tokens`."""
     error_type, message = _error_of(upstream.json_or_none(content))

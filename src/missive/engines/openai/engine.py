@@ -23,10 +23,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import aiohttp
 
 from missive.engines import upstream
 from missive.engines.base import Generation
@@ -35,6 +35,8 @@ from missive.engines.openai.relay import Relay
 from missive.engines.prompt import check_input_support
 from missive.engines.upstream import (
     TOKENS_PER_MEDIA,
+    Headers,
+    Refusal,
     Upstream,
     check_relayable,
     estimate_tokens,
@@ -103,8 +105,8 @@ class OpenAIEngine:
             sent["x-request-id"] = generation.request_id  # vLLM takes it as its own request id
         return sent
 
-    def refusal(self, generation: Generation) -> Callable[[int, bytes, httpx.Headers], ApiError]:
-        def refuse(status: int, content: bytes, headers: httpx.Headers) -> ApiError:
+    def refusal(self, generation: Generation) -> Refusal:
+        def refuse(status: int, content: bytes, headers: Headers) -> ApiError:
             return errors.from_response(self.name, generation.request_id, status, content, headers)
 
         return refuse
@@ -134,9 +136,9 @@ class OpenAIEngine:
         refuse, headers = self.refusal(generation), self.headers(generation)
         rendered = await self.upstream.post(generation, "/apply-template", body, headers, refuse)
         try:
-            prompt = rendered.json()["prompt"]
+            prompt = json.loads(rendered)["prompt"]
             sent = {"content": prompt, "add_special": True, "parse_special": True}
-            tokens = (await self.upstream.post(generation, "/tokenize", sent, headers, refuse)).json()["tokens"]
+            tokens = json.loads(await self.upstream.post(generation, "/tokenize", sent, headers, refuse))["tokens"]
             return len(tokens) + TOKENS_PER_MEDIA * _images(body)
         except (ValueError, KeyError, TypeError):
             raise protocol_error(
@@ -150,18 +152,18 @@ class OpenAIEngine:
         sent = {key: value for key, value in body.items() if key not in ("tool_choice", "parallel_tool_calls")}
         sent.setdefault("add_generation_prompt", True)
 
-        def refuse(status: int, content: bytes, headers: httpx.Headers) -> ApiError:
+        def refuse(status: int, content: bytes, headers: Headers) -> ApiError:
             if status in NO_TOKENIZER or status == 400:
                 return _NoTokenizer(status, f"/tokenize answered {status}")
             return errors.from_response(self.name, generation.request_id, status, content, headers)
 
         try:
-            response = await self.upstream.post(generation, "/tokenize", sent, self.headers(generation), refuse)
+            answered = await self.upstream.post(generation, "/tokenize", sent, self.headers(generation), refuse)
         except _NoTokenizer as error:
             self.estimates = error.status in NO_TOKENIZER
             log.info("engine %s: no chat tokenizer at /tokenize (%d); counts are estimates", self.name, error.status)
             return None
-        answer = upstream.json_or_none(response.content)
+        answer = upstream.json_or_none(answered)
         count = answer.get("count") if isinstance(answer, dict) else None
         if not isinstance(count, int):
             self.estimates = not self.llama_cpp
@@ -221,8 +223,8 @@ class OpenAIPrepared:
         engine, generation, relay = self.engine, self.generation, self.relay
         async with contextlib.AsyncExitStack() as attempt:
 
-            async def first_events(response: httpx.Response) -> tuple[AsyncIterator[Any], list[Event]]:
-                chunks = _chunks(response.aiter_bytes())
+            async def first_events(response: aiohttp.ClientResponse) -> tuple[AsyncIterator[Any], list[Event]]:
+                chunks = _chunks(response.content.iter_any())
                 attempt.push_async_callback(chunks.aclose)  # type: ignore[attr-defined]
                 first: list[Event] = []
                 while not first:
@@ -267,7 +269,7 @@ class OpenAIPrepared:
                         break
                     for event in relay.feed(chunk):
                         yield event
-            except httpx.HTTPError as exc:
+            except aiohttp.ClientError as exc:
                 raise upstream.cut(engine.name, exc) from None
             except ValueError:
                 raise protocol_error(f"Engine {engine.name}: the upstream sent a chunk that is not JSON.") from None

@@ -25,8 +25,6 @@ import logging
 import re
 from typing import Any
 
-import httpx
-
 from missive.engines import upstream
 from missive.engines.base import EngineUnavailable
 from missive.wire.errors import ERROR_TYPES, ApiError
@@ -83,7 +81,7 @@ def room_left(message: str) -> int | None:
     return room if room > 0 else None
 
 
-def from_response(engine: str, request_id: str, status: int, content: bytes, headers: httpx.Headers) -> ApiError:
+def from_response(engine: str, request_id: str, status: int, content: bytes, headers: upstream.Headers) -> ApiError:
     """The error for an upstream's non-200 answer."""
     kind, message, error = _parts(upstream.json_or_none(content))
     message = message or upstream.body_text(content, status)
