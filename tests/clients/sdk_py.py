@@ -152,7 +152,11 @@ def batches() -> dict[str, Any]:
     results = {line.custom_id: line.result.model_dump(mode="json") for line in client.messages.batches.results(batch.id)}
     listed = client.messages.batches.list(limit=1)
     beta = client.beta.messages.batches.retrieve(batch.id)
-    other = client.messages.batches.create(requests=requests[:1])
+    # enough work that it cannot end before the cancel arrives (one short request sometimes did)
+    longer: Any = [
+        {"custom_id": f"long-{i}", "params": {"model": MODEL, "max_tokens": 64, "messages": HELLO}} for i in range(8)
+    ]
+    other = client.messages.batches.create(requests=longer)
     canceled = client.messages.batches.cancel(other.id)
     deleted = client.messages.batches.delete(batch.id)
     return {

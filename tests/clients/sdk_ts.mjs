@@ -150,7 +150,12 @@ await check("batches", async () => {
   for await (const line of await client.messages.batches.results(batch.id)) results[line.custom_id] = line.result;
   const listed = await client.messages.batches.list({ limit: 1 });
   const beta = await client.beta.messages.batches.retrieve(batch.id);
-  const other = await client.messages.batches.create({ requests: requests.slice(0, 1) });
+  // enough work that it cannot end before the cancel arrives (one short request sometimes did)
+  const longer = Array.from({ length: 8 }, (_, i) => ({
+    custom_id: `long-${i}`,
+    params: { ...requests[0].params, max_tokens: 64 },
+  }));
+  const other = await client.messages.batches.create({ requests: longer });
   const canceled = await client.messages.batches.cancel(other.id);
   const deleted = await client.messages.batches.delete(batch.id);
   const gone = await failure(() => client.messages.batches.retrieve(batch.id));
