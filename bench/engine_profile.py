@@ -8,9 +8,9 @@
   scheduler           the rest of the step: planning, batches, prefix reuse, bookkeeping
   engine I/O thread   the engine process's other threads: reading requests, writing events to the pipe
 
-Idle time (the loop waiting for work) is not sampled. The buckets are shares of the busy samples; with
-`--native` py-spy also unwinds native frames, so llama_decode's share is exact rather than the share of
-the Python line that calls it (the two agree within a point here).
+Idle time (the loop waiting for work) is not sampled. The buckets are shares of the busy samples;
+llama_decode's is the share of the Python line that calls it (`--native` makes py-spy unwind native
+frames too).
 
 Run:  .venv/bin/python bench/engine_profile.py --py-spy PATH [--clients 8] [--seconds 20] [--src DIR]
       (py-spy: pip install py-spy, in any environment; --src runs another tree, e.g. an older commit)
@@ -36,19 +36,17 @@ BUCKETS = [  # (bucket, function names of the step loop's frames that put a samp
     ("text and parsers", {"_output", "_finish", "output_piece", "is_end_of_generation"}),
     ("handing over", {"emit", "_flush"}),
 ]
-LOOP = {"_loop"}  # the scheduler thread's outermost frame of ours
+LOOP = "_loop"  # the scheduler thread's outermost frame of ours
 
 
 def bucket(stack: list[str]) -> str:
-    """A sample's bucket; `stack` is outermost first, each frame `function (file:line)`."""
-    names = [frame.split(" (", 1)[0] for frame in stack]
-    if not any(name.rsplit(".", 1)[-1] in LOOP for name in names):
+    """A sample's bucket; `stack` is outermost first, each frame `Class.function (file:line)`."""
+    names = [frame.split(" (", 1)[0].rsplit(".", 1)[-1] for frame in stack]
+    if LOOP not in names:
         return "engine I/O thread"
-    inside = names[next(i for i, name in enumerate(names) if name.rsplit(".", 1)[-1] in LOOP) :]
-    for name in inside:
-        short = name.rsplit(".", 1)[-1]
+    for name in names[names.index(LOOP) :]:
         for label, functions in BUCKETS:
-            if short in functions:
+            if name in functions:
                 return label
     return "scheduler"
 

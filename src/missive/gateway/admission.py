@@ -46,7 +46,7 @@ class Admission:
         self.charged = charged
         self.headers = headers  # rate-limit headers as of admission, then as of settlement
         self.began = time.monotonic()
-        self.opened = False  # the record has been written
+        self.opened = False  # the record's write has been queued (Admission.open)
         self.settled = False
 
     def open(self, engine: str, model: str) -> asyncio.Future[None]:

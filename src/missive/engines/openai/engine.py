@@ -158,12 +158,12 @@ class OpenAIEngine:
             return errors.from_response(self.name, generation.request_id, status, content, headers)
 
         try:
-            answered = await self.upstream.post(generation, "/tokenize", sent, self.headers(generation), refuse)
+            content = await self.upstream.post(generation, "/tokenize", sent, self.headers(generation), refuse)
         except _NoTokenizer as error:
             self.estimates = error.status in NO_TOKENIZER
             log.info("engine %s: no chat tokenizer at /tokenize (%d); counts are estimates", self.name, error.status)
             return None
-        answer = upstream.json_or_none(answered)
+        answer = upstream.json_or_none(content)
         count = answer.get("count") if isinstance(answer, dict) else None
         if not isinstance(count, int):
             self.estimates = not self.llama_cpp
