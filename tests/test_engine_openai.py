@@ -647,6 +647,55 @@ def test_a_window_too_small_for_max_tokens_is_asked_again_for_what_it_leaves() -
     assert asked == [32000, 3096] and events[-1].stop_reason == "model_context_window_exceeded"
 
 
+def test_an_upstream_that_closes_without_saying_so_gets_a_fresh_connection_each_time() -> None:
+    """Asked `Connection: close`, some servers close after the response without naming it in their answer.
+    A request must never go on such a dead connection: each of a llama-server's requests gets its own,
+    and all of them, also at once, are served."""
+    stream = "".join(
+        f"data: {json.dumps(data)}\n\n"
+        for data in (chunk({"role": "assistant", "content": "hi"}), chunk(finish="stop"),
+                     {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 1}})
+    ) + "data: [DONE]\n\n"
+    connections = 0
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        head = (await reader.readuntil(b"\r\n\r\n")).decode()
+        lengths = [line.split(":")[1] for line in head.split("\r\n") if line.lower().startswith("content-length")]
+        await reader.readexactly(int(lengths[0]) if lengths else 0)
+        assert "connection: close" in head.lower()
+        listing = head.startswith("GET")
+        content, kind = (json.dumps({"data": []}), "application/json") if listing else (stream, "text/event-stream")
+        writer.write(f"HTTP/1.1 200 OK\r\nServer: llama.cpp\r\nContent-Type: {kind}\r\n"
+                     f"Content-Length: {len(content)}\r\n\r\n{content}".encode())  # no Connection header
+        await writer.drain()
+        writer.close()
+
+    async def run() -> list[list[Any]]:
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        config = EngineSettings(name="llama", kind="openai", url=f"http://127.0.0.1:{port}",
+                                models=[RemoteModelSettings(id="m", context_window=8192)])
+        engine = OpenAIEngine(config)
+        params = rq.MessageCreateParams.model_validate({"model": "m", "max_tokens": 16, "messages": HI})
+
+        async def one() -> list[Any]:
+            prepared = await engine.prepare(Generation(engine.models()[0], params, params.messages))
+            return [event async for event in prepared.generate()]
+
+        await engine.start()
+        try:
+            return [*[await one() for _ in range(3)], *await asyncio.gather(*(one() for _ in range(8)))]
+        finally:
+            await engine.close()
+            server.close()
+
+    answers = asyncio.run(run())
+    assert [events[-1].stop_reason for events in answers] == ["end_turn"] * 11
+    assert connections == 12  # the identifying GET, then one per request
+
+
 def line_reader(lines: list[str]) -> list[tuple[str | None, str]]:
     """Server-sent events read line by line, as the format's definition reads them: the reference."""
     events, name, data = [], None, []

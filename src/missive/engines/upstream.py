@@ -12,7 +12,10 @@ into what engines/base.py's contract asks: `EngineUnavailable` where another eng
 Connections are kept alive, except to an upstream whose `Server` header names a server that gets a
 fresh connection per request: llama-server (the pinned llama.cpp) exits when a kept-alive connection
 carries a second streaming request. Until the first answer says which server it is, every request
-goes on a fresh connection.
+goes on a fresh connection. A fresh connection is one of a second session whose connector never
+reuses one (it sends `Connection: close` and closes at the response's end): aiohttp pools a connection
+by the response's headers, and a server that closes after a `Connection: close` request without saying
+so in its answer would otherwise leave a dead connection in the pool, to fail the next request.
 
 Error mapping shared by both kinds (each parses its own error bodies):
 
@@ -103,7 +106,7 @@ class Upstream:
         # which server it is (`Server` header).
         self.server: str | None = None
         self.keep_alive: bool | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._sessions: tuple[aiohttp.ClientSession, aiohttp.ClientSession] | None = None  # pooled, fresh
         self.slots = SlotPool(config.max_concurrency) if config.max_concurrency else None
         self._upstream_names = {model.id: model.upstream or model.id for model in config.models}
 
@@ -117,34 +120,36 @@ class Upstream:
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout
         )
-        connector = aiohttp.TCPConnector(limit=0)  # the cap is the slots
-        self._session = aiohttp.ClientSession(timeout=timeout, connector=connector)
+        pooled = aiohttp.TCPConnector(limit=0)  # no limit: the cap is the slots
+        fresh = aiohttp.TCPConnector(limit=0, force_close=True)
+        self._sessions = (
+            aiohttp.ClientSession(timeout=timeout, connector=pooled),
+            aiohttp.ClientSession(timeout=timeout, connector=fresh),
+        )
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._sessions is not None:
+            for session in self._sessions:
+                await session.close()
+            self._sessions = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
+        """The session for the next request: the pooled one once the upstream is known to survive reuse."""
+        if self._sessions is None:
             raise RuntimeError(f"engine {self.name} is not started")
-        return self._session
+        return self._sessions[0 if self.keep_alive else 1]
 
     def _post(
         self, path: str, body: dict[str, Any], headers: dict[str, str]
     ) -> contextlib.AbstractAsyncContextManager[aiohttp.ClientResponse]:
         """A POST of `body` as JSON (compact, ASCII); entered, the response. Leaving it before the body's
         end closes the connection, which cancels the generation upstream."""
-        sent = {**headers, **self.connection_headers(), "content-type": "application/json"}
+        sent = {**headers, "content-type": "application/json"}
         return self.session.post(self.url + path, data=json.dumps(body, separators=(",", ":")), headers=sent)
 
     def upstream_model(self, generation: Generation) -> str:
         return self._upstream_names.get(generation.model.id, generation.model.id)
-
-    def connection_headers(self) -> dict[str, str]:
-        """`Connection: close` unless connections to this upstream are known to survive reuse."""
-        return {} if self.keep_alive else {"connection": "close"}
 
     def answered(self, request_id: str, response: aiohttp.ClientResponse) -> None:
         """Note who answered (for keep-alive) and log the upstream's request id with Missive's."""
