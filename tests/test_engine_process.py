@@ -123,3 +123,54 @@ def test_a_request_prepared_by_a_process_that_died_is_retryable_not_a_500() -> N
             await engine.close()
 
     asyncio.run(run())
+
+
+def test_the_engine_messages_come_whole_out_of_any_cut_of_the_pipe_bytes() -> None:
+    from missive.engines.local import frames
+    from missive.wire.events import Delta, Finished, Usage
+
+    step = [("event", 1, Delta("text", "é" * 5)), ("event", 2, Finished("end_turn", Usage(3, 4)))]
+    messages = [("ready",), ("batch", step), ("result", 3, b"x" * 200_000),
+                ("error", 4, 529, "Overloaded", {"retry-after": "2"}, True)]
+    data = b"".join(frames.encode(message) for message in messages)
+    for cut in (1, 3, 7, 4096, 65536, len(data)):
+        reader = frames.Reader()
+        got = [message for start in range(0, len(data), cut) for message in reader.feed(data[start : start + cut])]
+        assert got == messages
+
+
+def test_a_request_larger_than_the_pipe_holds_reaches_the_engine_process() -> None:
+    """Found by test_fuzz.py: the API process reads the engine's pipe on its event loop, which makes that
+    pipe non-blocking; a request sent on the same pipe and larger than its buffer then failed with a 529
+    ("the engine is restarting") and the engine was taken for dead. Requests go on a pipe of their own."""
+    import json
+
+    import uvloop  # the loop the server runs on: it is the one that makes a pipe it reads non-blocking
+
+    from missive.engines.base import Generation
+    from missive.engines.local.process import ProcessEngine
+    from missive.settings import LocalEngineSettings, ModelSettings
+    from missive.wire import requests as rq
+    from missive.wire.errors import ApiError
+    from missive.wire.validate import normalize
+
+    def generation(engine: ProcessEngine, text: str) -> Generation:
+        body = json.dumps({"model": "smollm2-135m-instruct", "max_tokens": 4,
+                           "messages": [{"role": "user", "content": text}]}).encode()
+        params = rq.parse_body(body, rq.MessageCreateParams)
+        return Generation(engine.models()[0], params, normalize(params))
+
+    async def run() -> None:
+        engine = ProcessEngine([ModelSettings(id="smollm2-135m-instruct", context_window=2048)],
+                               LocalEngineSettings(threads=1))
+        await engine.start()
+        try:
+            with pytest.raises(ApiError) as refused:
+                await engine.count_tokens(generation(engine, "word " * 200_000))  # 1 MB of prompt
+            assert refused.value.status == 400 and "prompt is too long" in refused.value.message
+            assert engine.restarts == 0
+            assert await engine.count_tokens(generation(engine, "Hi")) > 0
+        finally:
+            await engine.close()
+
+    uvloop.run(run())

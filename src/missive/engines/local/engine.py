@@ -2,7 +2,8 @@
 
 `prepare` renders and tokenizes a request in a worker thread (never on the event loop: a large prompt
 takes seconds; the tokenizer only reads the vocabulary). Once admitted, `generate` hands it to the
-model's scheduler thread as a `Job`; its events come back through an asyncio queue. Closing the event
+model's scheduler thread as a `Job`; its events come back through an asyncio queue (`submit` hands
+them to a callback instead, on the scheduler's thread: the engine process's pipe). Closing the event
 iterator (a client that went away) sets the job's cancel flag, and the scheduler frees its sequence
 at the next step. A background generation (batch work) yields its slot to interactive ones
 (scheduler.py).
@@ -129,14 +130,28 @@ class LocalPrepared:
         return len(self.prompt.tokens)
 
     async def generate(self) -> AsyncIterator[Event]:
+        events: asyncio.Queue[Event | BaseException] = asyncio.Queue()
+        job = self.submit(self.engine.relay(asyncio.get_running_loop()).sender(events))
+        try:
+            while True:
+                event = await events.get()
+                if isinstance(event, BaseException):
+                    raise event
+                yield event
+                if isinstance(event, Finished):
+                    return
+        finally:
+            job.cancelled.set()
+
+    def submit(self, emit: Callable[[Event | BaseException], None]) -> Job:
+        """Hand the generation to its model's scheduler. `emit` is called on the scheduler's thread with
+        each event, until a Finished or an exception; setting the job's `cancelled` stops it."""
         generation = self.generation
         params = generation.params
         assert isinstance(params, rq.MessageCreateParams)
         model = self.engine._models[generation.model.id]
         calls = model.calls
         temperature = params.temperature if params.temperature is not None else model.config.temperature
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue[Event | BaseException] = asyncio.Queue()
         job = Job(
             prompt=self.prompt,
             max_tokens=params.max_tokens,
@@ -152,19 +167,10 @@ class LocalPrepared:
             show_thinking=getattr(params.thinking, "display", None) != "omitted",
             background=generation.background,
             **_constraints(params, calls),
-            emit=self.engine.relay(loop).sender(events),
+            emit=emit,
         )
         self.engine.schedulers[generation.model.id].submit(job)
-        try:
-            while True:
-                event = await events.get()
-                if isinstance(event, BaseException):
-                    raise event
-                yield event
-                if isinstance(event, Finished):
-                    return
-        finally:
-            job.cancelled.set()
+        return job
 
 
 def _constraints(params: rq.MessageCreateParams, calls: ToolFormat) -> dict[str, Any]:

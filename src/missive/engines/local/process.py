@@ -6,16 +6,19 @@ falls back from or renders as a 529 the SDKs retry; after it, as an error inside
 ledger settles them as failed, and the engine restarts by itself while the rest of the API keeps
 answering. The step loop also no longer shares a GIL with HTTP.
 
-The two processes talk over one pipe, in messages that are plain tuples of picklable values:
+The two processes talk over two pipes, one each way, in messages that are plain tuples of picklable values:
 
     API -> engine   ("count" | "prepare", rid, Generation)  ("generate", rid, prepared rid)
                     ("cancel", rid)  ("metrics", rid)
-    engine -> API   ("ready",)  ("result", rid, value)  ("event", rid, Event)  ("end", rid)
+    engine -> API   ("ready",)  ("result", rid, value)  ("event", rid, Event)
                     ("error", rid, status, message, headers, unavailable)
                     ("batch", [message, ...])   several of the above, in order
 
-The engine process sends what one turn of its event loop produced as one "batch" (a scheduler step's
-events for every stream, relay.py), so that the API process's loop wakes once per step, not per token.
+API -> engine messages go by `Connection.send`; engine -> API messages in frames.py's framing, read on
+the API process's event loop. A generation's events are written to the pipe by the scheduler's thread
+itself, a step's events for every stream as one "batch", so that a step wakes the API process's loop
+once and no other thread; results (counts, prepared prompts) leave the engine process's event loop
+in the same way, what one turn of it produced together.
 
 A prepared prompt waits in the engine process for its `generate` for `PREPARED_TTL` seconds (a
 request refused at admission never sends one).
@@ -27,23 +30,29 @@ import asyncio
 import itertools
 import logging
 import multiprocessing
+import os
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from missive import metrics
 from missive.engines.base import EngineUnavailable, Generation
+from missive.engines.local import frames
 from missive.settings import LocalEngineSettings, ModelSettings
 from missive.wire.errors import ApiError
 from missive.wire.events import Event, Finished, Started
 from missive.wire.models import ModelCard
 
+if TYPE_CHECKING:
+    from missive.engines.local.scheduler import Job
+
 log = logging.getLogger("missive.engine")
 PREPARED_TTL = 120.0
 START_TIMEOUT = 300.0
+READ_BYTES = 1 << 16
 
 
 def _restarting() -> EngineUnavailable:
@@ -91,38 +100,45 @@ class ProcessEngine:
     async def _spawn(self) -> None:
         self._ready = asyncio.Event()
         context = multiprocessing.get_context("spawn")
-        ours, theirs = context.Pipe()
+        their_commands, commands = context.Pipe(duplex=False)
+        events, their_events = context.Pipe(duplex=False)  # its own pipe: the loop makes it non-blocking
         process = context.Process(
             target=_child_main,
-            args=(self._configs, self._settings, self._log_level, theirs),
+            args=(self._configs, self._settings, self._log_level, their_commands, their_events),
             name="missive-engine",
             daemon=True,
         )
         process.start()
-        theirs.close()
-        self._conn, self._process = ours, process
-        threading.Thread(target=self._read, args=(ours, process), name="engine-pipe", daemon=True).start()
+        their_commands.close()
+        their_events.close()
+        self._conn, self._process = commands, process
+        self._loop.add_reader(events.fileno(), self._readable, events, process, frames.Reader())
         started = time.monotonic()
         await asyncio.wait_for(self._ready.wait(), START_TIMEOUT)
         log.info("engine process %d ready in %.1f s", process.pid, time.monotonic() - started)
 
-    def _read(self, conn: Connection, process: multiprocessing.process.BaseProcess) -> None:
-        """Pipe reader thread: hands each message to the event loop; on EOF, the process is gone."""
-        while True:
-            try:
-                message = conn.recv()
-            except (EOFError, OSError):
-                break
-            if message[0] == "batch":
-                self._loop.call_soon_threadsafe(self._dispatch_all, message[1])
-            else:
-                self._loop.call_soon_threadsafe(self._dispatch, message)
-        process.join(5)
-        self._loop.call_soon_threadsafe(self._died, process.exitcode)
+    def _readable(
+        self, events: Connection, process: multiprocessing.process.BaseProcess, reader: frames.Reader
+    ) -> None:
+        """The pipe has bytes (event loop): dispatch the messages they complete; at EOF the process is gone."""
+        try:
+            data = os.read(events.fileno(), READ_BYTES)
+        except BlockingIOError:  # woken for nothing
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._loop.remove_reader(events.fileno())
+            events.close()
+            self._loop.create_task(self._reap(process))
+            return
+        for message in reader.feed(data):
+            for each in message[1] if message[0] == "batch" else (message,):
+                self._dispatch(each)
 
-    def _dispatch_all(self, messages: list[tuple[Any, ...]]) -> None:
-        for message in messages:
-            self._dispatch(message)
+    async def _reap(self, process: multiprocessing.process.BaseProcess) -> None:
+        await asyncio.to_thread(process.join, 5)
+        self._died(process.exitcode)
 
     def _dispatch(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
@@ -242,8 +258,6 @@ class ProcessPrepared:
                     if not started:
                         raise _restarting()
                     raise ApiError(500, "Internal server error: the engine process stopped mid-generation")
-                else:
-                    return
         finally:
             engine._streams.pop(rid, None)
             if engine._conn is not None:
@@ -257,7 +271,7 @@ class ProcessPrepared:
 
 
 def _child_main(
-    models: list[ModelSettings], settings: LocalEngineSettings, log_level: str, conn: Connection
+    models: list[ModelSettings], settings: LocalEngineSettings, log_level: str, commands: Connection, events: Connection
 ) -> None:
     logging.basicConfig(
         level=log_level.upper(),
@@ -265,25 +279,33 @@ def _child_main(
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
-    asyncio.run(_Child(models, settings, conn).run())
+    asyncio.run(_Child(models, settings, commands, events).run())
 
 
 class _Child:
-    def __init__(self, models: list[ModelSettings], settings: LocalEngineSettings, conn: Connection) -> None:
+    def __init__(
+        self, models: list[ModelSettings], settings: LocalEngineSettings, commands: Connection, events: Connection
+    ) -> None:
         from missive.engines.local.engine import LocalEngine
 
         self.engine = LocalEngine(models, settings)
-        self.conn = conn
+        self.conn, self.events = commands, events
         self.prepared: dict[int, tuple[float, Any]] = {}
         self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.jobs: dict[int, Job] = {}  # generations on a scheduler, until the API process cancels them
         self.stopped = asyncio.Event()
         self.outbox: list[tuple[Any, ...]] = []  # sent at the end of the loop's turn, as one message
+        self.step: list[tuple[Any, ...]] = []  # what the schedulers emitted in this step, sent after it
+        self.stepping = threading.Lock()
+        self.writing = threading.Lock()  # the loop's thread and the schedulers' threads write to the pipe
 
     async def run(self) -> None:
         await self.engine.start()
+        for scheduler in self.engine.schedulers.values():
+            scheduler.flushes.append(self._send_step)
         loop = asyncio.get_running_loop()
         threading.Thread(target=self._read, args=(loop,), daemon=True).start()
-        self.conn.send(("ready",))
+        self._send([("ready",)])
         await self.stopped.wait()
         await self.engine.close()
 
@@ -305,6 +327,9 @@ class _Child:
             task = self.tasks.pop(message[1], None)
             if task is not None:
                 task.cancel()
+            job = self.jobs.pop(message[1], None)
+            if job is not None:
+                job.cancelled.set()
         else:
             self.tasks[message[1]] = asyncio.get_running_loop().create_task(self._serve(*message))
 
@@ -316,20 +341,39 @@ class _Child:
 
     def _send_outbox(self) -> None:
         messages, self.outbox = self.outbox, []
+        self._send(messages)
+
+    def _emitter(self, rid: int) -> Callable[[Event | BaseException], None]:
+        """A job's `emit` (scheduler thread): its events wait for the end of the step."""
+
+        def emit(item: Event | BaseException) -> None:
+            if isinstance(item, BaseException) and not isinstance(item, ApiError):
+                log.error("engine request failed", exc_info=item)
+            message = _error_message(rid, item) if isinstance(item, BaseException) else ("event", rid, item)
+            with self.stepping:
+                self.step.append(message)
+
+        return emit
+
+    def _send_step(self) -> None:
+        """After each scheduler step (its thread): what it emitted, for every stream, as one message."""
+        with self.stepping:
+            messages, self.step = self.step, []
+        if messages:
+            self._send(messages)
+
+    def _send(self, messages: list[tuple[Any, ...]]) -> None:
+        """Write messages to the API process, together (any thread)."""
         try:
-            self.conn.send(messages[0] if len(messages) == 1 else ("batch", messages))
-        except OSError:  # the API process is gone; the reader thread stops the engine
-            pass
-        except Exception:  # a value that does not pickle (nothing was written): the others go one by one
+            data = frames.encode(messages[0] if len(messages) == 1 else ("batch", messages))
+        except Exception:  # a value that does not pickle: the others go one by one
             log.exception("an engine message could not be sent")
-            for message in messages:
-                try:
-                    self.conn.send(message)
-                except OSError:
-                    return
-                except Exception:  # its stream ends with an error rather than waiting forever
-                    if len(message) > 1 and isinstance(message[1], int):
-                        self.conn.send(_error_message(message[1], RuntimeError(message[0])))
+            data = b"".join(_encode_each(messages))
+        with self.writing:
+            try:
+                frames.write(self.events.fileno(), data)
+            except OSError:  # the API process is gone; the reader thread stops the engine
+                pass
 
     async def _serve(self, kind: str, rid: int, *args: Any) -> None:
         try:
@@ -346,13 +390,7 @@ class _Child:
                 if args[0] not in self.prepared:  # dropped after PREPARED_TTL
                     raise EngineUnavailable(529, "Overloaded: the request waited too long after its prompt was counted")
                 _, prepared = self.prepared.pop(args[0])
-                events = prepared.generate()
-                try:
-                    async for event in events:
-                        self._post(("event", rid, event))
-                finally:
-                    await events.aclose()
-                self._post(("end", rid))
+                self.jobs[rid] = prepared.submit(self._emitter(rid))
             elif kind == "metrics":
                 from prometheus_client import generate_latest
 
@@ -368,3 +406,12 @@ class _Child:
                 pass
         finally:
             self.tasks.pop(rid, None)
+
+
+def _encode_each(messages: list[tuple[Any, ...]]) -> Iterator[bytes]:
+    for message in messages:
+        try:
+            yield frames.encode(message)
+        except Exception:  # its stream ends with an error rather than waiting forever
+            if len(message) > 1 and isinstance(message[1], int):
+                yield frames.encode(_error_message(message[1], RuntimeError(message[0])))

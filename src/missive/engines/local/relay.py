@@ -5,6 +5,8 @@ block start or stop). Handing each to the loop with `call_soon_threadsafe` write
 self-pipe and wakes it once per event; on a machine whose cores all run llama.cpp's threads, each of
 those wake-ups is taken out of the forward pass. A `Relay` collects what a step emits and hands the
 whole step over in one call (`flush`, which the scheduler runs after each step), in emission order.
+This is the path of an engine in the API process (`local.isolate = false`, and the engine's tests); the
+engine process writes a step's events to its pipe from the scheduler's thread instead (process.py).
 """
 
 from __future__ import annotations
