@@ -1,9 +1,10 @@
-"""The engine process's messages to the API process: pickles, each behind its length, on the pipe.
+"""The engine process's messages to the API process: pickles, each behind its length, on their own pipe.
 
 The API process reads them on its event loop (`loop.add_reader`), not in a thread blocked in
 `Connection.recv`: a step's events then wake the loop once, instead of waking a reader thread that
 wakes the loop through its self-pipe. `Connection`'s own framing is private to multiprocessing, so
-this direction has one of its own; the other direction (API -> engine) stays `Connection.send`.
+this direction has one of its own; the other direction (API -> engine) stays `Connection.send`, on a
+pipe of its own (the loop makes the pipe it reads non-blocking).
 """
 
 from __future__ import annotations

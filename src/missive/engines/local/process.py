@@ -15,10 +15,12 @@ The two processes talk over two pipes, one each way, in messages that are plain 
                     ("batch", [message, ...])   several of the above, in order
 
 API -> engine messages go by `Connection.send`; engine -> API messages in frames.py's framing, read on
-the API process's event loop. A generation's events are written to the pipe by the scheduler's thread
-itself, a step's events for every stream as one "batch", so that a step wakes the API process's loop
-once and no other thread; results (counts, prepared prompts) leave the engine process's event loop
-in the same way, what one turn of it produced together.
+the API process's event loop. A generation's events are written to their pipe by the scheduler's
+thread itself, a step's events for every stream as one "batch", so that a step wakes the API process's
+loop once and no other thread; results (counts, prepared prompts) leave the engine process's event
+loop in the same way, what one turn of it produced together. The directions have a pipe each because
+the loop that reads one makes it non-blocking, which a blocking `Connection.send` of a large request on
+the same pipe would not survive.
 
 A prepared prompt waits in the engine process for its `generate` for `PREPARED_TTL` seconds (a
 request refused at admission never sends one).
@@ -271,7 +273,11 @@ class ProcessPrepared:
 
 
 def _child_main(
-    models: list[ModelSettings], settings: LocalEngineSettings, log_level: str, commands: Connection, events: Connection
+    models: list[ModelSettings],
+    settings: LocalEngineSettings,
+    log_level: str,
+    commands: Connection,
+    events: Connection,
 ) -> None:
     logging.basicConfig(
         level=log_level.upper(),
