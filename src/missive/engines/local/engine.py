@@ -91,7 +91,7 @@ class LocalEngine:
         if relay is None:
             for stale in [other for other in self._relays if other.is_closed()]:
                 del self._relays[stale]
-            relay = self._relays[loop] = Relay(loop)
+            relay = self._relays[loop] = Relay.to_loop(loop)
         return relay
 
     async def close(self) -> None:

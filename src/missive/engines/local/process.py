@@ -36,13 +36,14 @@ import os
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 from missive import metrics
 from missive.engines.base import EngineUnavailable, Generation
 from missive.engines.local import frames
+from missive.engines.local.relay import Relay
 from missive.settings import LocalEngineSettings, ModelSettings
 from missive.wire.errors import ApiError
 from missive.wire.events import Event, Finished, Started
@@ -301,14 +302,13 @@ class _Child:
         self.jobs: dict[int, Job] = {}  # generations on a scheduler, until the API process cancels them
         self.stopped = asyncio.Event()
         self.outbox: list[tuple[Any, ...]] = []  # sent at the end of the loop's turn, as one message
-        self.step: list[tuple[Any, ...]] = []  # what the schedulers emitted in this step, sent after it
-        self.stepping = threading.Lock()
+        self.relay = Relay(self._send_step)  # what the schedulers emit, written after each step
         self.writing = threading.Lock()  # the loop's thread and the schedulers' threads write to the pipe
 
     async def run(self) -> None:
         await self.engine.start()
         for scheduler in self.engine.schedulers.values():
-            scheduler.flushes.append(self._send_step)
+            scheduler.flushes.append(self.relay.flush)
         loop = asyncio.get_running_loop()
         threading.Thread(target=self._read, args=(loop,), daemon=True).start()
         self._send([("ready",)])
@@ -349,24 +349,14 @@ class _Child:
         messages, self.outbox = self.outbox, []
         self._send(messages)
 
-    def _emitter(self, rid: int) -> Callable[[Event | BaseException], None]:
-        """A job's `emit` (scheduler thread): its events wait for the end of the step."""
-
-        def emit(item: Event | BaseException) -> None:
+    def _send_step(self, batch: list[tuple[int, Event | BaseException]]) -> None:
+        """After each scheduler step (its thread): what it emitted, for every stream, as one message."""
+        messages = []
+        for rid, item in batch:
             if isinstance(item, BaseException) and not isinstance(item, ApiError):
                 log.error("engine request failed", exc_info=item)
-            message = _error_message(rid, item) if isinstance(item, BaseException) else ("event", rid, item)
-            with self.stepping:
-                self.step.append(message)
-
-        return emit
-
-    def _send_step(self) -> None:
-        """After each scheduler step (its thread): what it emitted, for every stream, as one message."""
-        with self.stepping:
-            messages, self.step = self.step, []
-        if messages:
-            self._send(messages)
+            messages.append(_error_message(rid, item) if isinstance(item, BaseException) else ("event", rid, item))
+        self._send(messages)
 
     def _send(self, messages: list[tuple[Any, ...]]) -> None:
         """Write messages to the API process, together (any thread)."""
@@ -396,7 +386,7 @@ class _Child:
                 if args[0] not in self.prepared:  # dropped after PREPARED_TTL
                     raise EngineUnavailable(529, "Overloaded: the request waited too long after its prompt was counted")
                 _, prepared = self.prepared.pop(args[0])
-                self.jobs[rid] = prepared.submit(self._emitter(rid))
+                self.jobs[rid] = prepared.submit(self.relay.sender(rid))
             elif kind == "metrics":
                 from prometheus_client import generate_latest
 
